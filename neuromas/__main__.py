@@ -1,0 +1,5 @@
+import sys
+
+from neuromas.cli import main
+
+sys.exit(main())

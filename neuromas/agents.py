@@ -1,0 +1,189 @@
+"""Agents: one frozen base model with one LoRA adapter per node, named by node id.
+
+Rows of one batch may use different adapters (peft's ``adapter_names``), so a whole layer
+generates in one call and the update runs every node's rows in one forward/backward. peft
+refuses ``adapter_names`` in training mode, so the model stays in eval mode (LoRA dropout
+is 0) with gradients on: that pass is exactly the per-adapter passes (tests/test_agents.py).
+The KL reference is the same model with adapters disabled (``__base__`` rows): no second copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from neuromas.algorithms import gather_logprobs
+from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
+from neuromas.errors import ConfigError
+from neuromas.models import load_base_model
+
+
+@dataclass
+class Generation:
+    """One sampled completion: token ids up to and including the stop token."""
+
+    completion_ids: torch.Tensor  # [C] int64, on CPU
+    logprobs: torch.Tensor | None  # [C] fp32 sampling log-probs (None when greedy)
+    truncated: bool  # hit max_new_tokens before a stop token
+
+
+@dataclass
+class PackedBatch:
+    """[left pad | prompt | completion | right pad]: every prompt ends at the same column,
+    so the logits of all completions sit in the last T+1 positions."""
+
+    input_ids: torch.Tensor  # [B, P + T]
+    attention_mask: torch.Tensor  # [B, P + T]
+    position_ids: torch.Tensor  # [B, P + T]
+    completion_ids: torch.Tensor  # [B, T]
+    completion_mask: torch.Tensor  # [B, T] float, 1 on real tokens
+
+
+def left_pad(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ids and attention mask, sequences aligned to the right."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = seq
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def pack(prompts: list[torch.Tensor], completions: list[torch.Tensor], pad_id: int) -> PackedBatch:
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    width = max(len(c) for c in completions)
+    completion_ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(completions), width))
+    for row, seq in enumerate(completions):
+        completion_ids[row, :len(seq)] = seq
+        completion_mask[row, :len(seq)] = 1
+    attention_mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return PackedBatch(torch.cat([prompt_ids, completion_ids], dim=1), attention_mask, position_ids,
+                       completion_ids, completion_mask)
+
+
+BASE = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
+
+
+class Agents:
+    """The peft model holding every node's adapter, and the two things done with it:
+    sampling completions and teacher-forced log-probs of given completions."""
+
+    def __init__(self, base, tokenizer, cfg: AgentsConfig, node_ids: list[str]):
+        unknown = sorted(set(cfg.overrides) - set(node_ids))
+        if unknown:
+            raise ConfigError(f"agents.overrides: {unknown[0]} is not a node of the topology ({', '.join(node_ids)})")
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.node_ids = list(node_ids)
+        num_layers = base.config.num_hidden_layers
+        model = None
+        for node_id in node_ids:
+            lora = _lora_config(cfg.lora, cfg.overrides.get(node_id), num_layers)
+            try:
+                if model is None:
+                    model = get_peft_model(base, lora, adapter_name=node_id)
+                else:
+                    model.add_adapter(node_id, lora)
+            except ValueError as e:
+                raise ConfigError(f"agents.lora ({node_id}): {str(e).splitlines()[0]}") from None
+        # add_adapter/set_adapter leave all but one adapter frozen; joint training needs them all.
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+        model.eval()
+        self.model: PeftModel = model
+        eos = model.generation_config.eos_token_id
+        self.stop_ids = sorted({tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos else [])})
+
+    @classmethod
+    def build(cls, model_cfg: ModelConfig, cfg: AgentsConfig, node_ids: list[str]) -> "Agents":
+        base, tokenizer = load_base_model(model_cfg)
+        return cls(base, tokenizer, cfg, node_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def parameters(self, node_id: str | None = None) -> list[torch.nn.Parameter]:
+        """Trainable LoRA parameters of one node, or of all nodes."""
+        tag = f".{node_id}." if node_id else ""
+        return [p for n, p in self.model.named_parameters() if "lora_" in n and tag in n]
+
+    def encode(self, messages: list[dict[str, str]]) -> torch.Tensor:
+        """Chat messages -> prompt token ids [P] ending with the assistant header."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[torch.Tensor], node_ids: list[str], max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> list[Generation]:
+        """Sample one completion per prompt, row i with adapter node_ids[i], in one call.
+
+        Sampling log-probs are log softmax(logits / temperature) of the full distribution
+        (top-p truncation is not renormalised in), the quantity the update recomputes.
+        """
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        out = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), adapter_names=list(node_ids),
+            max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
+            top_p=top_p if not greedy else None, top_k=None, eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=not greedy)
+        completions = out.sequences[:, ids.shape[1]:].cpu()
+        logprobs = None
+        if not greedy:
+            logits = torch.stack(out.logits, dim=1)  # [B, T, V]
+            logprobs = gather_logprobs(logits, completions.to(logits.device), temperature).cpu()
+        return [self._trim(completions[row], None if logprobs is None else logprobs[row])
+                for row in range(len(prompts))]
+
+    def _trim(self, tokens: torch.Tensor, logprobs: torch.Tensor | None) -> Generation:
+        stops = torch.isin(tokens, torch.tensor(self.stop_ids)).nonzero()
+        length = int(stops[0]) + 1 if len(stops) else len(tokens)
+        return Generation(tokens[:length].clone(), None if logprobs is None else logprobs[:length].clone(),
+                          truncated=not len(stops))
+
+    def completion_logprobs(self, prompts: list[torch.Tensor], completions: list[torch.Tensor],
+                            node_ids: list[str] | None, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log-probs of each completion under its node's adapter.
+
+        node_ids None runs the frozen base (adapters disabled), the KL reference.
+        Returns (logprobs [B, T], mask [B, T]); gradients flow when enabled by the caller.
+        """
+        batch = pack(prompts, completions, self.tokenizer.pad_token_id)
+        width = batch.completion_ids.shape[1]
+        kwargs = dict(input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device),
+                      position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1, use_cache=False)
+        # peft's "__base__" rows skip every adapter. Not `disable_adapter()`: leaving it calls
+        # set_adapter(), which re-freezes all adapters but one and silently stops joint training.
+        names = [BASE] * len(prompts) if node_ids is None else list(node_ids)
+        logits = self.model(**kwargs, adapter_names=names).logits
+        logprobs = gather_logprobs(logits[:, :-1], batch.completion_ids.to(self.device), temperature)
+        return logprobs, batch.completion_mask.to(self.device)
+
+    def save(self, directory: Path) -> None:
+        """One standard peft adapter directory per node: ``directory/<node_id>/``."""
+        self.model.save_pretrained(str(directory), selected_adapters=self.node_ids)
+
+
+def _lora_config(shared: LoraSettings, override, num_layers: int) -> LoraConfig:
+    pick = lambda name: getattr(shared, name) if override is None or getattr(override, name) is None \
+        else getattr(override, name)  # noqa: E731 - per-node value, else the shared one
+    # Which layers is one choice: an override that sets either field replaces both.
+    chosen = override if override is not None and (override.top_layers, override.layers) != (None, None) else shared
+    top, layers = chosen.top_layers, chosen.layers
+    if top is not None:
+        if top > num_layers:
+            raise ConfigError(f"agents.lora.top_layers: {top} > the model's {num_layers} layers")
+        layers = list(range(num_layers - top, num_layers))
+    elif layers is not None and any(not 0 <= l < num_layers for l in layers):
+        raise ConfigError(f"agents.lora.layers: indices must be in 0..{num_layers - 1}, got {layers}")
+    return LoraConfig(r=pick("rank"), lora_alpha=pick("alpha"), target_modules=list(pick("target_modules")),
+                      layers_to_transform=layers, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")

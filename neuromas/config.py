@@ -1,0 +1,270 @@
+"""Typed configuration: a recipe YAML maps 1:1 onto these dataclasses.
+
+Every field is documented once, here, beside its default. `load_config` merges a recipe
+and dotted command-line overrides (``train.steps=5 topology.widths=[3,1]``) onto the
+defaults; unknown keys, wrong types and out-of-range values raise `ConfigError` naming
+the key. Each component receives only its own section (``RolloutEngine(cfg.rollout)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf import errors as oc_errors
+
+from neuromas.errors import ConfigError
+
+
+def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_positive(section: str, obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{section}.{name}: must be {bound}, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # built-in name, local model directory, or hub id
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        _check_choice("model", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8  # LoRA rank r
+    alpha: float = 16.0  # LoRA scaling numerator (scale = alpha / rank)
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    top_layers: Optional[int] = None  # adapt only the last N transformer layers (cheaper backward)
+    layers: Optional[list[int]] = None  # or adapt exactly these layer indices
+
+    def __post_init__(self) -> None:
+        _check_positive("agents.lora", self, "rank", "alpha", "top_layers")
+        if self.top_layers is not None and self.layers is not None:
+            raise ConfigError("agents.lora: set at most one of top_layers and layers")
+
+
+@dataclass
+class LoraOverride:
+    """Per-node LoRA settings; a field left null keeps the shared value."""
+
+    rank: Optional[int] = None
+    alpha: Optional[float] = None
+    target_modules: Optional[list[str]] = None
+    top_layers: Optional[int] = None
+    layers: Optional[list[int]] = None
+
+
+@dataclass
+class AgentsConfig:
+    lora: LoraSettings = field(default_factory=LoraSettings)  # shared by every node
+    overrides: dict[str, LoraOverride] = field(default_factory=dict)  # node id -> changes
+
+
+@dataclass
+class TopologyConfig:
+    widths: list[int] = field(default_factory=lambda: [2, 1])  # nodes per layer; last must be 1
+    connectivity: str = "full"  # full | sparse | skip | edges
+    fan_in: int = 2  # sparse: how many nodes of the previous layer each node reads
+    edges: Optional[list[list[str]]] = None  # edges: explicit [source_id, target_id] pairs
+
+    def __post_init__(self) -> None:
+        _check_choice("topology", "connectivity", self.connectivity, ("full", "sparse", "skip", "edges"))
+        _check_positive("topology", self, "fan_in")
+
+
+DEFAULT_SYSTEM = (
+    "You are node {index} of {width} in layer {layer} of {num_layers} in a network of language "
+    "models that work on one task together. {place}"
+)
+DEFAULT_USER = "{task}{inputs}{instruction}"
+
+
+@dataclass
+class PromptsConfig:
+    """Role-free templates: they say where a node sits and what it received, never a role.
+
+    Fields available to `system` and `user`: {index} {width} {layer} {num_layers} {widths}
+    {place} {task} {inputs} {instruction}. Positions are 1-based in the text.
+    """
+
+    task_to: str = "all"  # all | first_layer: which nodes see the task itself
+    system: str = DEFAULT_SYSTEM
+    user: str = DEFAULT_USER
+    task_block: str = "Task: {question}\n\n"  # how {task} is rendered
+    input_block: str = "Message from layer {layer}, node {index}:\n{text}\n\n"  # one per upstream message
+    empty_message: str = "(no text)"  # stands in for an empty upstream message
+    hidden_place: str = "Your message is read by nodes of a later layer."
+    sink_place: str = "You are the last node: your reply is the network's answer."
+    hidden_instruction: str = "Write a short message that helps the next layer solve the task."
+    sink_instruction: str = "Solve the task. {answer_format}"
+
+    def __post_init__(self) -> None:
+        _check_choice("prompts", "task_to", self.task_to, ("all", "first_layer"))
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"  # arithmetic (built-in generator) | jsonl ({"question", "answer"} lines)
+    reward: str = "exact_match"  # built-in reward name or dotted path "pkg.module:function"
+    answer_format: str = "Put the final answer in \\boxed{}."  # told to the answering node
+    seed: int = 0  # data seed; the test split uses a seed disjoint from the train stream
+    # arithmetic
+    depth: int = 2  # operators per expression
+    max_value: int = 9  # operands are drawn from 1..max_value
+    num_test: int = 64  # size of the held-out test split
+    # jsonl
+    path: Optional[str] = None  # training file
+    test_path: Optional[str] = None  # optional test file
+
+    def __post_init__(self) -> None:
+        _check_choice("task", "name", self.name, ("arithmetic", "jsonl"))
+        _check_positive("task", self, "depth", "max_value", "num_test")
+        if self.name == "jsonl" and not self.path:
+            raise ConfigError("task.path: required when task.name is jsonl")
+
+
+@dataclass
+class RolloutConfig:
+    samples_per_question: int = 4  # K full-system samples per question (the advantage group)
+    max_new_tokens: int = 64  # per node message
+    temperature: float = 1.0
+    top_p: float = 1.0
+    micro_batch_size: int = 32  # rows per generate call (bounds memory)
+
+    def __post_init__(self) -> None:
+        _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "temperature", "top_p",
+                        "micro_batch_size")
+        if self.top_p > 1:
+            raise ConfigError(f"rollout.top_p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = "rloo"  # rloo (leave-one-out baseline) | grpo (group mean / std)
+    credit: str = "shared"  # shared: every node of an episode gets the episode's advantage
+    kl_coef: float = 0.0  # weight of the k3 KL to the base model (adapters disabled), in the loss
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm", "advantage", self.advantage, ("rloo", "grpo"))
+        _check_choice("algorithm", "credit", self.credit, ("shared",))
+        _check_positive("algorithm", self, "kl_coef", allow_zero=True)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20  # optimizer steps
+    questions_per_step: int = 4  # distinct questions per step (x samples_per_question episodes)
+    lr: float = 1e-4  # LoRA wants ~1e-5..1e-4; much smaller does not learn
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # clip the global norm over all adapters
+    micro_batch_size: int = 8  # rows per forward/backward in the update
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("train", self, "steps", "questions_per_step", "lr", "max_grad_norm", "micro_batch_size")
+
+
+@dataclass
+class EvalConfig:
+    num_questions: int = 32  # greedy test questions before and after training; 0 turns eval off
+    every: int = 0  # also evaluate every N steps (0: only before and after)
+
+    def __post_init__(self) -> None:
+        _check_positive("eval", self, "num_questions", "every", allow_zero=True)
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "jsonl"  # jsonl | wandb | none (metrics.jsonl is written in every case)
+    project: str = "neuromas"  # wandb project (WANDB_PROJECT wins when set)
+    run_dir: Optional[str] = None  # default: runs/<recipe name>-<time>
+
+    def __post_init__(self) -> None:
+        _check_choice("tracking", "backend", self.backend, ("jsonl", "wandb", "none"))
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # save step_N/ every N steps (0: only the final adapters)
+    keep_last: int = 2  # how many step_N/ directories to keep
+
+    def __post_init__(self) -> None:
+        _check_positive("checkpoint", self, "every", allow_zero=True)
+        _check_positive("checkpoint", self, "keep_last")
+
+
+@dataclass
+class Config:
+    name: str = "run"  # names the run directory
+    model: ModelConfig = field(default_factory=ModelConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _one_line(e: oc_errors.OmegaConfBaseException) -> str:
+    msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]
+    key = getattr(e, "full_key", None)
+    return f"{key}: {msg}" if key else msg
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- recipe YAML <- ``key=value`` overrides, checked against the dataclasses."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} must look like key=value (e.g. train.steps=5)")
+    try:
+        merged = OmegaConf.structured(Config)
+        if recipe is not None:
+            merged = OmegaConf.merge(merged, OmegaConf.create(_read_yaml(Path(recipe))))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except oc_errors.OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict of a config (or one section of it), for YAML and trackers."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=100))

@@ -1,0 +1,144 @@
+"""The layered graph of nodes: who reads whom.
+
+Nodes have stable ids ``L<layer>N<index>`` (0-based). Edges always go from an earlier layer
+to a later one; the last layer is a single sink node whose message is the system's answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from neuromas.config import TopologyConfig
+from neuromas.errors import ConfigError
+
+_NODE_ID = re.compile(r"^L(\d+)N(\d+)$")
+
+
+@dataclass(frozen=True)
+class Node:
+    layer: int  # 0-based
+    index: int  # 0-based within the layer
+
+    @property
+    def id(self) -> str:
+        return f"L{self.layer}N{self.index}"
+
+
+def parse_node_id(node_id: str) -> Node:
+    match = _NODE_ID.match(node_id)
+    if not match:
+        raise ConfigError(f"topology: {node_id!r} is not a node id (expected e.g. L0N1)")
+    return Node(int(match[1]), int(match[2]))
+
+
+class Topology:
+    """A validated layered DAG. Construct with `Topology(widths, edges)` or `from_config`."""
+
+    def __init__(self, widths: list[int], edges: list[tuple[str, str]]):
+        self.widths = list(widths)
+        _check_widths(self.widths)
+        self.layers: list[list[Node]] = [[Node(l, i) for i in range(w)] for l, w in enumerate(self.widths)]
+        self.nodes: list[Node] = [n for layer in self.layers for n in layer]
+        self.edges: list[tuple[str, str]] = sorted(set(edges), key=_edge_order)
+        self._predecessors: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        self._successors: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for src, dst in self.edges:
+            self._check_edge(src, dst)
+            self._predecessors[dst].append(src)
+            self._successors[src].append(dst)
+        self._check_reachable()
+
+    @classmethod
+    def from_config(cls, cfg: TopologyConfig) -> "Topology":
+        _check_widths(cfg.widths)
+        if cfg.connectivity == "edges":
+            if not cfg.edges:
+                raise ConfigError("topology.edges: required when topology.connectivity is edges")
+            bad = [e for e in cfg.edges if len(e) != 2]
+            if bad:
+                raise ConfigError(f"topology.edges: each edge is [source, target], got {bad[0]}")
+            return cls(cfg.widths, [(s, d) for s, d in cfg.edges])
+        builders = {"full": _full_edges, "skip": _skip_edges, "sparse": lambda w: _sparse_edges(w, cfg.fan_in)}
+        return cls(cfg.widths, builders[cfg.connectivity](cfg.widths))
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def sink(self) -> Node:
+        return self.layers[-1][0]
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+    def predecessors(self, node_id: str) -> list[str]:
+        """Ids of the nodes whose messages `node_id` reads, in (layer, index) order."""
+        return list(self._predecessors[node_id])
+
+    def successors(self, node_id: str) -> list[str]:
+        return list(self._successors[node_id])
+
+    def describe(self) -> str:
+        """A text picture: one line per layer, then each node's inputs."""
+        lines = [f"layer {l}: " + "  ".join(n.id for n in layer) for l, layer in enumerate(self.layers)]
+        lines += [f"{n.id} <- {', '.join(self._predecessors[n.id])}" for n in self.nodes if self._predecessors[n.id]]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"widths": self.widths, "edges": [list(e) for e in self.edges]}
+
+    def _check_edge(self, src: str, dst: str) -> None:
+        s, d = parse_node_id(src), parse_node_id(dst)
+        for node in (s, d):
+            if node.id not in self._predecessors:
+                raise ConfigError(f"topology: edge {src} -> {dst} names {node.id}, which is not in widths {self.widths}")
+        if s.layer >= d.layer:
+            raise ConfigError(f"topology: edge {src} -> {dst} does not go to a later layer")
+
+    def _check_reachable(self) -> None:
+        for node in self.nodes:
+            if node.layer > 0 and not self._predecessors[node.id]:
+                raise ConfigError(f"topology: node {node.id} has no inputs (unreachable)")
+            if node != self.sink and not self._successors[node.id]:
+                raise ConfigError(f"topology: node {node.id} feeds no later node, so it cannot reach the sink")
+
+
+def _check_widths(widths: list[int]) -> None:
+    if not widths:
+        raise ConfigError("topology.widths: needs at least one layer")
+    if any(w < 1 for w in widths):
+        raise ConfigError(f"topology.widths: every layer needs at least one node, got {widths}")
+    if widths[-1] != 1:
+        raise ConfigError(f"topology.widths: the last layer must be a single sink node, got {widths}")
+
+
+def _edge_order(edge: tuple[str, str]) -> tuple:
+    s, d = parse_node_id(edge[0]), parse_node_id(edge[1])
+    return (d.layer, d.index, s.layer, s.index)
+
+
+def _full_edges(widths: list[int]) -> list[tuple[str, str]]:
+    return [(Node(l, i).id, Node(l + 1, j).id)
+            for l in range(len(widths) - 1) for j in range(widths[l + 1]) for i in range(widths[l])]
+
+
+def _skip_edges(widths: list[int]) -> list[tuple[str, str]]:
+    return [(Node(k, i).id, Node(l, j).id)
+            for l in range(1, len(widths)) for j in range(widths[l]) for k in range(l) for i in range(widths[k])]
+
+
+def _sparse_edges(widths: list[int], fan_in: int) -> list[tuple[str, str]]:
+    """Node j of a layer of width m reads `fan_in` consecutive nodes of the previous layer (width w),
+    starting at floor(j * w / m) and wrapping. The sink reads the whole previous layer: a sparse
+    sink would leave nodes that reach nothing."""
+    edges = []
+    for l in range(1, len(widths)):
+        w, m = widths[l - 1], widths[l]
+        k = w if l == len(widths) - 1 else min(fan_in, w)
+        for j in range(m):
+            start = j * w // m
+            edges += [(Node(l - 1, (start + t) % w).id, Node(l, j).id) for t in range(k)]
+    return edges

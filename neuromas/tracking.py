@@ -1,0 +1,36 @@
+"""Metrics out: ``metrics.jsonl`` in the run directory always, and wandb when asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from neuromas.config import TrackingConfig
+from neuromas.errors import ConfigError
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, run_name: str, config: dict):
+        self.path = run_dir / "metrics.jsonl"
+        self._file = self.path.open("a")
+        self._wandb = None
+        if cfg.backend == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("tracking.backend: wandb is not installed (pip install 'neuromas[wandb]')") from None
+            # WANDB_MODE=offline works without an account; WANDB_PROJECT overrides the recipe.
+            self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", cfg.project), name=run_name,
+                                     dir=str(run_dir), config=config)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,139 @@
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from neuromas.agents import Agents, pack
+from neuromas.config import AgentsConfig, LoraOverride, LoraSettings, ModelConfig
+from neuromas.errors import ConfigError, NeuromasError
+from neuromas.models import load_base_model
+
+NODES = ["L0N0", "L0N1", "L1N0"]
+
+
+def make_agents(model_dir, cfg: AgentsConfig | None = None, nodes=NODES, randomize: bool = True) -> Agents:
+    agents = Agents.build(ModelConfig(name=str(model_dir)), cfg or AgentsConfig(), nodes)
+    if randomize:  # LoRA B starts at 0 (= the base); give each adapter its own non-trivial weights
+        torch.manual_seed(1)
+        for param in agents.parameters():
+            param.data.normal_(0, 0.2)
+    return agents
+
+
+def prompts_of(agents: Agents, n: int) -> list[torch.Tensor]:
+    return [agents.encode([{"role": "user", "content": "Compute " + "1 + " * (i + 1) + "2."}]) for i in range(n)]
+
+
+def test_one_trainable_adapter_per_node_and_a_frozen_base(tiny_model_dir):
+    agents = make_agents(tiny_model_dir, randomize=False)
+    assert set(agents.model.peft_config) == set(NODES)
+    trainable = {n for n, p in agents.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    for node in NODES:
+        assert agents.parameters(node) and all(p.requires_grad for p in agents.parameters(node))
+    assert sum(p.numel() for p in agents.parameters()) == 3 * sum(p.numel() for p in agents.parameters("L0N0"))
+
+
+def test_mixed_adapter_pass_equals_per_adapter_passes(tiny_model_dir):
+    agents = make_agents(tiny_model_dir)
+    prompts = prompts_of(agents, 4)
+    completions = [torch.tensor([5, 6, 7]), torch.tensor([8, 9]), torch.tensor([10, 11, 12]), torch.tensor([13])]
+    names = ["L0N0", "L1N0", "L0N1", "L0N0"]
+    logprobs, mask = agents.completion_logprobs(prompts, completions, names)
+    (logprobs * mask).sum().backward()
+    mixed = {id(p): p.grad.clone() for p in agents.parameters()}
+    agents.model.zero_grad()
+    for row in range(4):  # one row at a time, each through its own adapter
+        lp, m = agents.completion_logprobs([prompts[row]], [completions[row]], [names[row]])
+        assert torch.allclose(lp[0, :len(completions[row])], logprobs[row, :len(completions[row])], atol=1e-5)
+        (lp * m).sum().backward()
+    for p in agents.parameters():
+        assert torch.allclose(p.grad, mixed[id(p)], atol=1e-5)
+
+
+def test_adapters_change_outputs_and_disabling_them_gives_the_base(tiny_model_dir):
+    agents = make_agents(tiny_model_dir)
+    prompt, completion = prompts_of(agents, 1), [torch.tensor([5, 6, 7, 8])]
+    with torch.no_grad():
+        a, _ = agents.completion_logprobs(prompt, completion, ["L0N0"])
+        b, _ = agents.completion_logprobs(prompt, completion, ["L0N1"])
+        ref, _ = agents.completion_logprobs(prompt, completion, None)
+        base, _ = load_base_model(ModelConfig(name=str(tiny_model_dir)))
+        batch = pack(prompt, completion, agents.tokenizer.pad_token_id)
+        logits = base(input_ids=batch.input_ids).logits[:, -5:-1]
+        expected = torch.log_softmax(logits, -1).gather(-1, completion[0].view(1, -1, 1)).squeeze(-1)
+    assert not torch.allclose(a, b, atol=1e-3) and not torch.allclose(a, ref, atol=1e-3)
+    assert torch.allclose(ref, expected, atol=1e-5)
+    # the reference pass must leave every adapter trainable (peft's disable_adapter does not)
+    assert all(p.requires_grad for p in agents.parameters())
+
+
+def test_sampling_logprobs_equal_teacher_forced_ones(tiny_model_dir):
+    agents = make_agents(tiny_model_dir)
+    prompts = prompts_of(agents, 6)
+    names = ["L0N0", "L0N1", "L1N0"] * 2
+    torch.manual_seed(0)
+    generations = agents.generate(prompts, names, max_new_tokens=8, temperature=0.8)
+    completions = [g.completion_ids for g in generations]
+    with torch.no_grad():
+        forced, mask = agents.completion_logprobs(prompts, completions, names, temperature=0.8)
+        wrong, _ = agents.completion_logprobs(prompts, completions, names[1:] + names[:1], temperature=0.8)
+    for row, g in enumerate(generations):
+        n = len(g.completion_ids)
+        assert mask[row, :n].all() and not mask[row, n:].any()
+        assert (g.logprobs - forced[row, :n]).abs().max() <= 1e-4
+        assert (g.logprobs - wrong[row, :n]).abs().max() > 1e-3  # a row's own adapter, not a neighbour's
+
+
+def test_trim_stops_after_the_first_stop_token(tiny_model_dir):
+    agents = make_agents(tiny_model_dir, randomize=False)
+    stop = agents.stop_ids[0]
+    g = agents._trim(torch.tensor([4, 5, stop, stop, stop]), torch.arange(5.0))
+    assert g.completion_ids.tolist() == [4, 5, stop] and g.logprobs.tolist() == [0, 1, 2] and not g.truncated
+    g = agents._trim(torch.tensor([4, 5, 6]), None)
+    assert g.completion_ids.tolist() == [4, 5, 6] and g.truncated
+
+
+def test_saved_adapters_load_with_plain_peft(tiny_model_dir, tmp_path):
+    agents = make_agents(tiny_model_dir)
+    agents.save(tmp_path)
+    prompt, completion = prompts_of(agents, 1), [torch.tensor([5, 6, 7])]
+    for node in NODES:
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        loaded = PeftModel.from_pretrained(base, tmp_path / node).eval()
+        batch = pack(prompt, completion, agents.tokenizer.pad_token_id)
+        with torch.no_grad():
+            ours, _ = agents.completion_logprobs(prompt, completion, [node])
+            logits = loaded(input_ids=batch.input_ids).logits[:, -4:-1]
+        theirs = torch.log_softmax(logits, -1).gather(-1, completion[0].view(1, -1, 1)).squeeze(-1)
+        assert torch.allclose(ours, theirs, atol=1e-5), node
+
+
+def test_per_node_overrides_and_layer_choice(tiny_model_dir):
+    cfg = AgentsConfig(lora=LoraSettings(rank=4, top_layers=1),
+                       overrides={"L1N0": LoraOverride(rank=2, target_modules=["q_proj"], layers=[0])})
+    agents = make_agents(tiny_model_dir, cfg, randomize=False)
+    config = agents.model.peft_config
+    assert config["L0N0"].r == 4 and config["L0N0"].layers_to_transform == [1]
+    assert config["L1N0"].r == 2 and config["L1N0"].layers_to_transform == [0]
+    names = [n for n, _ in agents.model.named_parameters() if ".L1N0." in n]
+    assert names and all("layers.0.self_attn.q_proj" in n for n in names)
+
+
+@pytest.mark.parametrize("cfg, match", [
+    (AgentsConfig(overrides={"L5N0": LoraOverride(rank=2)}), "L5N0 is not a node"),
+    (AgentsConfig(lora=LoraSettings(target_modules=["no_such_proj"])), "agents.lora"),
+    (AgentsConfig(lora=LoraSettings(top_layers=9)), "top_layers"),
+    (AgentsConfig(lora=LoraSettings(layers=[7])), "layers"),
+])
+def test_bad_agent_settings(tiny_model_dir, cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        make_agents(tiny_model_dir, cfg, randomize=False)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(NeuromasError, match="cannot load"):
+        load_base_model(ModelConfig(name="no-such-org/no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NeuromasError, match="no config.json"):
+        load_base_model(ModelConfig(name=str(tmp_path / "empty")))

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from neuromas.config import Config, load_config, save_config
+from neuromas.errors import ConfigError
+
+RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None, ["train.steps=7", "topology.widths=[3,1]", "agents.overrides.L0N1.rank=4"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.steps=5", "topology.widths=[4,2,1]", "train.lr=3e-5", "rollout.top_p=0.9",
+                             "topology.edges=[[L0N0,L1N0]]"])
+    assert cfg.train.steps == 5 and cfg.topology.widths == [4, 2, 1]
+    assert cfg.train.lr == pytest.approx(3e-5) and cfg.rollout.top_p == pytest.approx(0.9)
+    assert cfg.topology.edges == [["L0N0", "L1N0"]]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.stepz=3", "train.stepz"),
+    ("nope=1", "nope"),
+    ("train.steps=abc", "train.steps"),
+    ("train.steps=2.5", "train.steps"),
+    ("topology.widths=3", "topology.widths"),
+    ("agents.overrides.L0N0.rnk=2", "agents.overrides.L0N0.rnk"),
+    ("algorithm.advantage=ppo", "algorithm.advantage"),
+    ("rollout.temperature=0", "rollout.temperature"),
+    ("tracking.backend=tensorboard", "tracking.backend"),
+])
+def test_bad_values_name_the_key_on_one_line(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert key in message and "\n" not in message
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.steps"])
+
+
+def test_missing_and_malformed_recipes(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [steps: 3\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    bad.write_text("task: {name: jsonl}\n")
+    with pytest.raises(ConfigError, match="task.path"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe):
+    assert isinstance(load_config(recipe), Config)
+
+
+def test_there_are_recipes():
+    assert any(p.name == "quickstart.yaml" for p in RECIPES)

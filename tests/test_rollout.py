@@ -1,0 +1,72 @@
+import torch
+
+from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
+from neuromas.prompts import PromptBuilder
+from neuromas.rollout import RolloutEngine
+from neuromas.tasks import build_task
+from neuromas.topology import Topology
+from test_agents import make_agents
+
+
+def make_engine(model_dir, widths=(2, 2, 1), micro_batch_size=64):
+    topology = Topology.from_config(TopologyConfig(widths=list(widths)))
+    agents = make_agents(model_dir, nodes=topology.node_ids)
+    prompts = PromptBuilder(PromptsConfig(), topology, "Put the final answer in \\boxed{}.")
+    cfg = RolloutConfig(max_new_tokens=5, micro_batch_size=micro_batch_size)
+    return RolloutEngine(cfg, agents, topology, prompts), build_task(TaskConfig())
+
+
+def spy_generate(agents):
+    calls = []
+    real = agents.generate
+
+    def spy(prompts, node_ids, *args, **kwargs):
+        calls.append(list(node_ids))
+        return real(prompts, node_ids, *args, **kwargs)
+    agents.generate = spy
+    return calls
+
+
+def test_one_generate_call_per_layer_with_each_rows_adapter(tiny_model_dir):
+    engine, task = make_engine(tiny_model_dir)
+    calls = spy_generate(engine.agents)
+    episodes = engine.run(task.train_batch(0, 2), samples_per_question=3)
+    assert len(calls) == 3  # one per layer
+    assert sorted(set(calls[0])) == ["L0N0", "L0N1"] and len(calls[0]) == 2 * 6
+    assert set(calls[2]) == {"L2N0"} and len(calls[2]) == 6
+    assert episodes.num_episodes == 6 and len(episodes.messages) == 6 * 5
+    assert episodes.group_ids.tolist() == [0, 0, 0, 1, 1, 1]
+    for (node_ids, layer) in zip(calls, engine.topology.layers):
+        rows = [m for m in episodes.messages if m.node_id in {n.id for n in layer}]
+        assert node_ids == [m.node_id for m in rows]
+
+
+def test_micro_batches_bound_each_generate_call(tiny_model_dir):
+    engine, task = make_engine(tiny_model_dir, micro_batch_size=4)
+    calls = spy_generate(engine.agents)
+    engine.run(task.train_batch(0, 1), samples_per_question=5)
+    assert [len(c) for c in calls] == [4, 4, 2, 4, 4, 2, 4, 1]
+
+
+def test_messages_feed_the_next_layer_and_keep_token_ids(tiny_model_dir):
+    engine, task = make_engine(tiny_model_dir)
+    episodes = engine.run(task.train_batch(0, 2), samples_per_question=2)
+    texts = {(m.episode, m.node_id): m.text for m in episodes.messages}
+    for m in episodes.messages:
+        assert m.logprobs.shape == m.completion_ids.shape and m.logprobs.dtype == torch.float32
+        assert (m.logprobs <= 0).all()
+        assert engine.agents.decode(m.completion_ids) == m.text
+        prompt = engine.agents.decode(m.prompt_ids)
+        assert episodes.samples[m.episode].question in prompt
+        for src in engine.topology.predecessors(m.node_id):
+            assert texts[m.episode, src].strip() in prompt
+    assert episodes.answers() == [texts[e, "L2N0"] for e in range(4)]
+    assert [n for n, _ in episodes.transcript(1)] == ["L0N0", "L0N1", "L1N0", "L1N1", "L2N0"]
+
+
+def test_greedy_rollouts_are_deterministic(tiny_model_dir):
+    engine, task = make_engine(tiny_model_dir, widths=(2, 1))
+    a = engine.run(task.test[:3], samples_per_question=1, greedy=True)
+    b = engine.run(task.test[:3], samples_per_question=1, greedy=True)
+    assert [m.text for m in a.messages] == [m.text for m in b.messages]
+    assert all(m.logprobs is None for m in a.messages)

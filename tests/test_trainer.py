@@ -1,0 +1,124 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_overrides
+from neuromas.cli import main
+from neuromas.config import load_config
+from neuromas.trainer import Trainer
+
+ROOT = Path(__file__).parent.parent
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+VARYING_REWARD = "task.reward=helpers:text_parity_reward"
+
+
+def make_trainer(tiny_model_dir, run_dir, *extra) -> Trainer:
+    cfg = load_config(QUICKSTART, tiny_overrides(tiny_model_dir, run_dir) + [VARYING_REWARD, *extra])
+    return Trainer(cfg, run_dir)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_one_step_trains_every_node_and_leaves_the_base_untouched(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.questions_per_step=2",
+                           "rollout.samples_per_question=4")
+    before = snapshot(trainer.agents.model)
+    metrics = trainer.train_step(1)
+    assert metrics["train/rows_updated"] > 0 and metrics["train/grad_norm"] > 0
+    after = snapshot(trainer.agents.model)
+    for node in trainer.topology.node_ids:
+        changed = [n for n in before if f".{node}." in n and not torch.equal(before[n], after[n])]
+        assert any("lora_B" in n for n in changed), f"{node}'s adapter did not change"
+    frozen = [n for n in before if "lora_" not in n]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert metrics["train/logprob_gap"] < 1e-4
+
+
+def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
+    trainer.optimizer.step = lambda: None  # keep the weights: compare gradients only
+    trainer.update(episodes, advantages)
+    return {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
+
+
+def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
+    for param in trainer.agents.parameters():  # non-zero B so every LoRA weight gets a gradient
+        param.data.normal_(0, 0.1)
+    episodes = trainer.engine.run(trainer.task.train_batch(0, 2), 3)
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
+    trainer.cfg.train.micro_batch_size = 1
+    one_by_one = capture_update_grads(trainer, episodes, advantages)
+    trainer.cfg.train.micro_batch_size = 64
+    at_once = capture_update_grads(trainer, episodes, advantages)
+    assert one_by_one.keys() == at_once.keys() and len(at_once) == len(trainer.agents.parameters())
+    for name in at_once:
+        assert torch.allclose(one_by_one[name], at_once[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "algorithm.kl_coef=0.1")
+    metrics = trainer.train_step(1)
+    assert metrics["train/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["train/rows_updated"] == 2 * 2 * 3  # KL needs every row, even zero-advantage ones
+
+
+def test_train_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run_dir), "checkpoint.every=1",
+                 "checkpoint.keep_last=1"]) == 0
+    out = capsys.readouterr().out
+    assert "step    1/2 | reward" in out and "step    2/2 | reward" in out
+    saved = load_config(run_dir / "config.yaml")
+    assert saved.train.steps == 2 and saved.model.name == str(tiny_model_dir)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [line for line in lines if "reward/mean" in line]
+    assert [line["step"] for line in train_lines] == [1, 2]
+    assert {"node/L0N0/msg_tokens", "time/rollout", "time/update", "train/loss"} <= train_lines[0].keys()
+    assert [line["step"] for line in lines if "eval/accuracy" in line] == [0, 2]
+    for node in ["L0N0", "L0N1", "L1N0"]:
+        assert (run_dir / "adapters" / node / "adapter_model.safetensors").is_file()
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["step_2"]
+    state = json.loads((run_dir / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["topology"]["widths"] == [2, 1]
+    assert (run_dir / "checkpoints" / "step_2" / "adapters" / "L1N0" / "adapter_config.json").is_file()
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuromas", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "recipes/missing.yaml"], "recipe not found"),
+    (["train", "recipes/quickstart.yaml", "train.stepz=3"], "train.stepz"),
+    (["train", "recipes/quickstart.yaml", "topology.widths=[2,2]"], "single sink"),
+    (["train", "recipes/quickstart.yaml", "task.reward=nowhere:fn"], "task.reward"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("neuromas: error:") and message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_directory_is_never_reused(tiny_model_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("")
+    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_resolved_config_is_plain_yaml(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run")
+    data = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert data["topology"]["widths"] == [2, 1] and data["task"]["reward"] == "helpers:text_parity_reward"
+    assert (tmp_path / "run" / "topology.txt").read_text().startswith("layer 0: L0N0  L0N1")
+    trainer.tracker.close()
