@@ -74,17 +74,22 @@ class Agents:
     """The peft model holding every node's adapter, and the two things done with it:
     sampling completions and teacher-forced log-probs of given completions."""
 
-    def __init__(self, base, tokenizer, cfg: AgentsConfig, node_ids: list[str]):
-        unknown = sorted(set(cfg.overrides) - set(node_ids))
+    def __init__(self, base, tokenizer, cfg: AgentsConfig, node_ids: list[str], all_node_ids: list[str] | None = None,
+                 fresh_nodes: set[str] = frozenset()):
+        """all_node_ids: every node any stage of the recipe has (overrides may name those);
+        fresh_nodes: nodes whose LoRA starts random instead of as the base."""
+        self.all_node_ids = sorted(set(all_node_ids or ()) | set(node_ids))
+        unknown = sorted(set(cfg.overrides) - set(self.all_node_ids))
         if unknown:
-            raise ConfigError(f"agents.overrides: {unknown[0]} is not a node of the topology ({', '.join(node_ids)})")
+            raise ConfigError(f"agents.overrides: {unknown[0]} is not a node of the topology "
+                              f"({', '.join(self.all_node_ids)})")
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.node_ids = list(node_ids)
         num_layers = base.config.num_hidden_layers
         model = None
         for node_id in node_ids:
-            lora = _lora_config(cfg.lora, cfg.overrides.get(node_id), num_layers)
+            lora = _lora_config(cfg.lora, cfg.overrides.get(node_id), num_layers, random_init=node_id in fresh_nodes)
             try:
                 if model is None:
                     model = get_peft_model(base, lora, adapter_name=node_id)
@@ -101,9 +106,10 @@ class Agents:
         self.stop_ids = sorted({tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos else [])})
 
     @classmethod
-    def build(cls, model_cfg: ModelConfig, cfg: AgentsConfig, node_ids: list[str]) -> "Agents":
+    def build(cls, model_cfg: ModelConfig, cfg: AgentsConfig, node_ids: list[str],
+              all_node_ids: list[str] | None = None) -> "Agents":
         base, tokenizer = load_base_model(model_cfg)
-        return cls(base, tokenizer, cfg, node_ids)
+        return cls(base, tokenizer, cfg, node_ids, all_node_ids)
 
     @property
     def device(self) -> torch.device:
@@ -173,7 +179,8 @@ class Agents:
         self.model.save_pretrained(str(directory), selected_adapters=self.node_ids)
 
 
-def _lora_config(shared: LoraSettings, override, num_layers: int) -> LoraConfig:
+def _lora_config(shared: LoraSettings, override, num_layers: int, random_init: bool = False) -> LoraConfig:
+    """peft settings of one node. random_init: A and B both random (default: B = 0, the base)."""
     pick = lambda name: getattr(shared, name) if override is None or getattr(override, name) is None \
         else getattr(override, name)  # noqa: E731 - per-node value, else the shared one
     # Which layers is one choice: an override that sets either field replaces both.
@@ -186,4 +193,5 @@ def _lora_config(shared: LoraSettings, override, num_layers: int) -> LoraConfig:
     elif layers is not None and any(not 0 <= l < num_layers for l in layers):
         raise ConfigError(f"agents.lora.layers: indices must be in 0..{num_layers - 1}, got {layers}")
     return LoraConfig(r=pick("rank"), lora_alpha=pick("alpha"), target_modules=list(pick("target_modules")),
-                      layers_to_transform=layers, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                      layers_to_transform=layers, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                      init_lora_weights=not random_init)

@@ -1,8 +1,10 @@
-"""Checkpoints: ``step_N/`` directories written atomically (staged, then renamed).
+"""Checkpoints: directories written atomically (staged as ``.tmp-*``, then renamed).
 
 A checkpoint holds one standard peft adapter directory per node (``adapters/<node_id>/``,
-loadable by plain peft), the optimizer state, RNG states and ``trainer_state.json``. A crash
-while writing leaves only a ``.tmp-*`` directory, never a ``step_N/`` that looks complete.
+loadable by plain peft), the optimizer state by parameter name (so it survives growth),
+RNG states and ``trainer_state.json`` (step, stage, topology, gated nodes). A crash while
+writing leaves only a ``.tmp-*`` directory, never a checkpoint that looks complete.
+``step_N/`` are periodic (the last `keep_last` kept); ``stage_K/`` close each growth stage.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from neuromas.agents import Agents
+from neuromas.errors import NeuromasError
+
+STATE_FILE = "trainer_state.json"
 
 
 def write_atomically(target: Path, fill) -> Path:
@@ -23,29 +29,69 @@ def write_atomically(target: Path, fill) -> Path:
     staging = target.parent / f".tmp-{target.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    fill(staging)
+    try:
+        fill(staging)
+    except OSError as e:  # e.g. a full disk: the previous checkpoint stays as it was
+        shutil.rmtree(staging, ignore_errors=True)
+        raise NeuromasError(f"could not write {target}: {e.strerror or e}") from None
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
     return target
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def save_checkpoint(directory: Path, step: int, agents: Agents, optimizer: torch.optim.Optimizer,
-                    trainer_state: dict, keep_last: int) -> Path:
+def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer_state: dict) -> Path:
     def fill(staging: Path) -> None:
         agents.save(staging / "adapters")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(rng_state(), staging / "rng.pt")
-        (staging / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2))
+        torch.save(optimizer_state, staging / "optimizer.pt")
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, staging / "rng.pt")
+        (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
 
-    path = write_atomically(directory / f"step_{step}", fill)
-    for old in sorted(directory.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep_last]:
+    return write_atomically(target, fill)
+
+
+def prune(directory: Path, keep_last: int) -> None:
+    steps = sorted(directory.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    for old in steps[:-keep_last]:
         shutil.rmtree(old)
-    return path
+
+
+def read_state(checkpoint: Path) -> dict:
+    path = checkpoint / STATE_FILE
+    if not path.is_file():
+        raise NeuromasError(f"{checkpoint} is not a neuromas checkpoint (no {STATE_FILE})")
+    return json.loads(path.read_text())
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The complete checkpoint with the highest step under `run_dir/checkpoints`."""
+    found = [p for p in (run_dir / "checkpoints").glob("*") if (p / STATE_FILE).is_file()]
+    if not found:
+        raise NeuromasError(f"{run_dir} has no checkpoint to resume from (set checkpoint.every to save them)")
+    # At equal steps a stage checkpoint is the later one: it was written after validation.
+    return max(found, key=lambda p: (read_state(p)["step"], p.name.startswith("stage_")))
+
+
+def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    states = {}
+    for node_id in node_ids:
+        path = checkpoint / "adapters" / node_id / "adapter_model.safetensors"
+        if not path.is_file():
+            raise NeuromasError(f"{checkpoint} has no adapter for node {node_id}: it was saved by another topology")
+        states[node_id] = load_file(str(path))
+    return states
+
+
+def restore_rng(checkpoint: Path) -> None:
+    rng = torch.load(checkpoint / "rng.pt", weights_only=False)
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def optimizer_state_from(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / "optimizer.pt", weights_only=False)

@@ -129,6 +129,7 @@ class TaskConfig:
     # jsonl
     path: Optional[str] = None  # training file
     test_path: Optional[str] = None  # optional test file
+    validation_path: Optional[str] = None  # optional validation file (growth gates); arithmetic makes its own
 
     def __post_init__(self) -> None:
         _check_choice("task", "name", self.name, ("arithmetic", "jsonl"))
@@ -208,6 +209,44 @@ class CheckpointConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a growth recipe: a topology trained for some steps."""
+
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    steps: int = 10  # steps in this stage (the most, when `patience` is set)
+    init: str = "copy"  # how nodes new in this stage start: copy | zero (= the base) | fresh (random LoRA)
+    copy_from: dict[str, str] = field(default_factory=dict)  # copy: new node -> previous-stage node to copy
+    noise: float = 0.0  # copy: std of Gaussian noise added to the copied LoRA weights
+    gate_steps: int = 0  # new nodes enter through a gate ramping 0 -> 1 over this many steps (0: open)
+    patience: Optional[int] = None  # end early after this many validations without improvement
+
+    def __post_init__(self) -> None:
+        _check_choice("growth.stages[]", "init", self.init, INITS)
+        _check_positive("growth.stages[]", self, "steps", "patience")
+        _check_positive("growth.stages[]", self, "noise", "gate_steps", allow_zero=True)
+
+
+INITS = ("copy", "zero", "fresh")
+
+
+@dataclass
+class GrowthConfig:
+    """Progressive growth: train a small system, grow it, train again. With `stages` set, the
+    run's topology and step count come from the stages (`topology`, `train.steps` are set to
+    the first stage's topology and the total)."""
+
+    stages: list[StageConfig] = field(default_factory=list)
+    margin: Optional[float] = None  # roll back a grown stage whose validation accuracy falls below its parent's by more
+    retry_inits: list[str] = field(default_factory=list)  # after a rollback, retry with these inits in turn, then stop
+    validation_questions: int = 32  # validation split size used by `margin` and `patience`
+
+    def __post_init__(self) -> None:
+        for init in self.retry_inits:
+            _check_choice("growth", "retry_inits", init, INITS)
+        _check_positive("growth", self, "margin", "validation_questions", allow_zero=True)
+
+
+@dataclass
 class Config:
     name: str = "run"  # names the run directory
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -221,6 +260,16 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    growth: GrowthConfig = field(default_factory=GrowthConfig)
+
+    def __post_init__(self) -> None:
+        if self.growth.stages:
+            self.topology = self.growth.stages[0].topology
+            self.train.steps = sum(stage.steps for stage in self.growth.stages)
+
+    def stages(self) -> list[StageConfig]:
+        """The stages to run: the recipe's, or one stage of `topology` for `train.steps`."""
+        return self.growth.stages or [StageConfig(topology=self.topology, steps=self.train.steps)]
 
 
 def _read_yaml(path: Path) -> dict:

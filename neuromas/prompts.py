@@ -18,16 +18,15 @@ USER_FIELDS = ("task", "inputs", "instruction")
 class PromptBuilder:
     """Renders the chat messages of one node from `PromptsConfig` templates."""
 
-    def __init__(self, cfg: PromptsConfig, topology: Topology, answer_format: str):
+    def __init__(self, cfg: PromptsConfig, answer_format: str):
         self.cfg = cfg
-        self.topology = topology
         self.answer_format = answer_format
         self._check_templates()
 
-    def messages(self, node: Node, question: str, inputs: dict[str, str]) -> list[dict[str, str]]:
-        """Chat messages for `node`. `inputs` maps each predecessor id to its message text."""
-        assert set(inputs) == set(self.topology.predecessors(node.id)), (node.id, sorted(inputs))
-        cfg, topo = self.cfg, self.topology
+    def messages(self, topo: Topology, node: Node, question: str, inputs: dict[str, str]) -> list[dict[str, str]]:
+        """Chat messages for `node` of `topo`. `inputs` maps each predecessor id to its message text."""
+        assert set(inputs) == set(topo.predecessors(node.id)), (node.id, sorted(inputs))
+        cfg = self.cfg
         is_sink = node == topo.sink
         position = dict(
             index=node.index + 1,

@@ -8,6 +8,7 @@ never re-tokenizes text.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from neuromas.agents import Agents
 from neuromas.config import RolloutConfig
 from neuromas.prompts import PromptBuilder
 from neuromas.tasks import Sample
-from neuromas.topology import Topology
+from neuromas.topology import Topology, parse_node_id
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Episodes:
     group_ids: torch.Tensor  # [E] int64, question index within the batch (advantage group)
     messages: list[Message]  # every node's message of every episode, layer by layer
     sink_id: str
+    full: list[bool]  # [E] whether the episode included the growth-gated new nodes
 
     @property
     def num_episodes(self) -> int:
@@ -62,26 +64,47 @@ class RolloutEngine:
     def __init__(self, cfg: RolloutConfig, agents: Agents, topology: Topology, prompts: PromptBuilder):
         self.cfg = cfg
         self.agents = agents
-        self.topology = topology
         self.prompts = prompts
+        self.set_topology(topology)
 
-    def run(self, questions: list[Sample], samples_per_question: int, greedy: bool = False) -> Episodes:
-        """Roll out `samples_per_question` episodes of the whole system for each question."""
+    def set_topology(self, topology: Topology, new_nodes: frozenset[str] = frozenset()) -> None:
+        """Run `topology`; `new_nodes` are the ones behind a growth gate."""
+        self.topology = topology
+        self.new_nodes = new_nodes
+        self._views = {True: topology.view(set(topology.node_ids)),
+                       False: topology.view(set(topology.node_ids) - new_nodes)}
+
+    def run(self, questions: list[Sample], samples_per_question: int, greedy: bool = False,
+            gate: float = 1.0) -> Episodes:
+        """Roll out `samples_per_question` episodes of the whole system for each question.
+
+        Each episode includes the gated new nodes with probability `gate` (all of them or none);
+        an episode without them runs exactly the parent system.
+        """
         samples = [q for q in questions for _ in range(samples_per_question)]
         group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+        full = [not self.new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
         for layer in self.topology.layers:
-            rows = [(episode, node) for node in layer for episode in range(len(samples))]
-            prompts = [self.agents.encode(self.prompts.messages(node, samples[episode].question, {
-                src: texts[episode, src] for src in self.topology.predecessors(node.id)})) for episode, node in rows]
+            rows = [(e, node) for node in layer for e in range(len(samples)) if node.id in self._views[full[e]][1]]
+            if not rows:
+                continue  # a new layer gated out of every episode
+            prompts = [self._prompt(node.id, samples[e].question, texts, e, full[e]) for e, node in rows]
             generations = self._generate(prompts, [node.id for _, node in rows], greedy)
-            for (episode, node), prompt, gen in zip(rows, prompts, generations):
+            for (e, node), prompt, gen in zip(rows, prompts, generations):
                 text = self.agents.decode(gen.completion_ids)
-                texts[episode, node.id] = text
-                messages.append(Message(episode, node.id, prompt, gen.completion_ids, gen.logprobs, text,
-                                        gen.truncated))
-        return Episodes(samples, group_ids, messages, self.topology.sink.id)
+                texts[e, node.id] = text
+                messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated))
+        return Episodes(samples, group_ids, messages, self.topology.sink.id, full)
+
+    def _prompt(self, node_id: str, question: str, texts: dict, episode: int, full: bool) -> torch.Tensor:
+        """Render a node's prompt from the view its episode runs (positions as in that view)."""
+        view, id_map = self._views[full]
+        to_own = {v: k for k, v in id_map.items()}
+        node = parse_node_id(id_map[node_id])
+        inputs = {src: texts[episode, to_own[src]] for src in view.predecessors(node.id)}
+        return self.agents.encode(self.prompts.messages(view, node, question, inputs))
 
     def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool):
         out = []

@@ -81,6 +81,34 @@ class Topology:
     def successors(self, node_id: str) -> list[str]:
         return list(self._successors[node_id])
 
+    def view(self, active: set[str]) -> tuple["Topology", dict[str, str]]:
+        """The graph an episode runs when only the `active` nodes take part (growth gates).
+
+        An inactive node whose layer keeps other active nodes is dropped: its message is left
+        out. A layer with no active node passes its inputs through: its readers read its inputs
+        instead. The view is renumbered as if the inactive nodes never existed, so a grown
+        system with its new nodes gated out prompts exactly like its parent. Returns the view
+        and a map from this topology's active ids to the view's ids.
+        """
+        kept_layers = [l for l, layer in enumerate(self.layers) if any(n.id in active for n in layer)]
+        id_map = {}
+        for view_layer, l in enumerate(kept_layers):
+            for view_index, node in enumerate(n for n in self.layers[l] if n.id in active):
+                id_map[node.id] = Node(view_layer, view_index).id
+
+        def sources(node_id: str) -> list[str]:
+            out = []
+            for src in self._predecessors[node_id]:
+                if src in id_map:
+                    out.append(src)
+                elif parse_node_id(src).layer not in kept_layers:
+                    out += sources(src)  # a gated-out layer passes its inputs through
+            return out
+
+        edges = [(id_map[src], id_map[dst]) for dst in id_map for src in sources(dst)]
+        widths = [sum(n.id in active for n in self.layers[l]) for l in kept_layers]
+        return Topology(widths, edges), id_map
+
     def describe(self) -> str:
         """A text picture: one line per layer, then each node's inputs."""
         lines = [f"layer {l}: " + "  ".join(n.id for n in layer) for l, layer in enumerate(self.layers)]

@@ -30,7 +30,22 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
+    def truncate_after(self, step: int) -> None:
+        """Forget lines logged after `step` (a resumed run logs those steps again)."""
+        self._file.close()
+        truncate_jsonl(self.path, step)
+        self._file = self.path.open("a")
+
     def close(self) -> None:
         self._file.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
+    """Keep the lines of a step-keyed JSONL file up to `step` (before it, if `inclusive`)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line and (json.loads(line)["step"] < step or (json.loads(line)["step"] == step and not inclusive))]
+    path.write_text("".join(line + "\n" for line in keep))

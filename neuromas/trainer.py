@@ -8,6 +8,7 @@ every node's sampled tokens (each node's term averaged over its tokens, summed o
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from contextlib import contextmanager
@@ -16,15 +17,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from neuromas import checkpoint as ckpt
 from neuromas.agents import Agents
 from neuromas.algorithms import ADVANTAGES, kl_k3, policy_gradient_loss, token_weights
-from neuromas.checkpoint import save_checkpoint, write_atomically
-from neuromas.config import Config, save_config, to_dict
+from neuromas.config import Config, StageConfig, save_config, to_dict
+from neuromas.errors import NeuromasError
+from neuromas.growth import (carry_optimizer_state, gate_value, grow_agents, load_adapter_states,
+                             named_optimizer_state, plan_growth)
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, Message, RolloutEngine
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
-from neuromas.tracking import Tracker
+from neuromas.tracking import Tracker, truncate_jsonl
 
 
 class Timer(dict):
@@ -38,49 +42,74 @@ class Timer(dict):
 
 
 class Trainer:
+    """Runs a recipe's stages: train, validate, grow, train again. Resumable from any checkpoint."""
+
     def __init__(self, cfg: Config, run_dir: Path, agents: Agents | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        self.topology = Topology.from_config(cfg.topology)
+        self.stages = cfg.stages()
+        self.topology = Topology.from_config(self.stages[0].topology)
         self.task = build_task(cfg.task)
-        prompts = PromptBuilder(cfg.prompts, self.topology, self.task.answer_format)
-        self.agents = agents or Agents.build(cfg.model, cfg.agents, self.topology.node_ids)
-        self.engine = RolloutEngine(cfg.rollout, self.agents, self.topology, prompts)
-        self.optimizer = torch.optim.AdamW(self.agents.parameters(), lr=cfg.train.lr,
-                                           weight_decay=cfg.train.weight_decay)
+        all_ids = sorted({i for st in self.stages for i in Topology.from_config(st.topology).node_ids})
+        self.agents = agents or Agents.build(cfg.model, cfg.agents, self.topology.node_ids, all_ids)
+        self.engine = RolloutEngine(cfg.rollout, self.agents, self.topology,
+                                    PromptBuilder(cfg.prompts, self.task.answer_format))
+        self.optimizer = self._new_optimizer()
+        # Where the run stands; all of it goes into every checkpoint.
+        self.step, self.stage_index, self.stage_step, self.attempt = 0, 0, 0, 0
+        self.new_nodes: frozenset[str] = frozenset()
+        self.best_validation, self.stale_validations = None, 0
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
         self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
 
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.agents.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+
     def fit(self) -> list[dict]:
-        """Train for `train.steps` steps; returns the per-step metrics."""
-        cfg = self.cfg
+        """Run every remaining stage; returns the per-step metrics of this call."""
         history = []
-        self._evaluate(step=0)
-        for step in tqdm(range(1, cfg.train.steps + 1), desc="train", unit="step", dynamic_ncols=True):
-            metrics = self.train_step(step)
-            history.append(metrics)
-            self.tracker.log(metrics, step)
-            tqdm.write(self._summary(step, metrics))
-            if cfg.eval.every and step % cfg.eval.every == 0 and step != cfg.train.steps:
-                self._evaluate(step)
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                save_checkpoint(self.run_dir / "checkpoints", step, self.agents, self.optimizer,
-                                {"topology": self.topology.to_dict()}, cfg.checkpoint.keep_last)
-        self._evaluate(cfg.train.steps)
-        write_atomically(self.run_dir / "adapters", self.agents.save)
+        if self.step == 0:
+            self._evaluate(step=0)
+        with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True) as bar:
+            while self.stage_index < len(self.stages):
+                stage = self.stages[self.stage_index]
+                while self.stage_step < stage.steps and not self._plateaued(stage):
+                    history.append(self._one_step(stage))
+                    bar.update(1)
+                self._end_stage(stage)
+        self._evaluate(self.step)
+        ckpt.write_atomically(self.run_dir / "adapters", self.agents.save)
         self.tracker.close()
         return history
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def _one_step(self, stage: StageConfig) -> dict[str, float]:
+        cfg = self.cfg
+        self.step += 1
+        self.stage_step += 1
+        gate = gate_value(self.stage_step, stage.gate_steps) if self.new_nodes else 1.0
+        metrics = {**self.train_step(self.step, gate), "growth/stage": float(self.stage_index), "growth/gate": gate}
+        self.tracker.log(metrics, self.step)
+        tqdm.write(self._summary(self.step, metrics))
+        if cfg.eval.every and self.step % cfg.eval.every == 0:
+            self._evaluate(self.step)
+            if stage.patience:
+                self._track_validation(self._validate())
+        if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+            self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
+            ckpt.prune(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
+        return metrics
+
+    def train_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
+        """Roll out, score and update once on the questions of `step` (1-based)."""
         cfg, timer = self.cfg, Timer()
         with timer("step"):
             questions = self.task.train_batch(step - 1, cfg.train.questions_per_step)
             with timer("rollout"):
-                episodes = self.engine.run(questions, cfg.rollout.samples_per_question)
+                episodes = self.engine.run(questions, cfg.rollout.samples_per_question, gate=gate)
             with timer("reward"):
                 rewards = self.task.score(episodes.answers(), episodes.samples)
             groups = rewards.view(len(questions), cfg.rollout.samples_per_question)
@@ -144,17 +173,131 @@ class Trainer:
         totals["logprob_gap"] = max(totals["logprob_gap"], float(gap))
 
     @torch.no_grad()
-    def _evaluate(self, step: int) -> None:
-        num = min(self.cfg.eval.num_questions, len(self.task.test))
-        if num == 0:
-            return
-        questions = self.task.test[:num]
+    def accuracy(self, questions: list) -> float:
+        """Greedy accuracy of the whole system (gates open) on `questions`."""
         episodes = self.engine.run(questions, samples_per_question=1, greedy=True)
-        rewards = self.task.score(episodes.answers(), episodes.samples)
-        metrics = {"eval/accuracy": float((rewards >= 1.0).float().mean()), "eval/reward": float(rewards.mean()),
-                   "eval/num_questions": float(num)}
-        self.tracker.log(metrics, step)
-        tqdm.write(f"eval  step {step:>4} | accuracy {metrics['eval/accuracy']:.3f} on {num} test questions (greedy)")
+        return float((self.task.score(episodes.answers(), episodes.samples) >= 1.0).float().mean())
+
+    def _evaluate(self, step: int) -> None:
+        questions = self.task.test[:self.cfg.eval.num_questions]
+        if not questions:
+            return
+        accuracy = self.accuracy(questions)
+        self.tracker.log({"eval/accuracy": accuracy, "eval/num_questions": float(len(questions))}, step)
+        tqdm.write(f"eval  step {step:>4} | accuracy {accuracy:.3f} on {len(questions)} test questions (greedy)")
+
+    def _validate(self) -> float:
+        questions = self.task.validation[:self.cfg.growth.validation_questions]
+        if not questions:
+            raise NeuromasError("growth.margin and stage patience need a validation split (task.validation_path)")
+        accuracy = self.accuracy(questions)
+        self.tracker.log({"growth/validation_accuracy": accuracy}, self.step)
+        return accuracy
+
+    def _track_validation(self, accuracy: float) -> None:
+        if self.best_validation is None or accuracy > self.best_validation:
+            self.best_validation, self.stale_validations = accuracy, 0
+        else:
+            self.stale_validations += 1
+
+    def _plateaued(self, stage: StageConfig) -> bool:
+        return bool(stage.patience) and self.stale_validations >= stage.patience
+
+    # ---- growth -------------------------------------------------------------------------
+
+    def _end_stage(self, stage: StageConfig) -> None:
+        """Validation gate, then the stage checkpoint (the rollback point), then grow."""
+        cfg = self.cfg
+        validation = self._validate() if cfg.growth.margin is not None else None
+        if self.stage_index > 0 and validation is not None:
+            parent = ckpt.read_state(self._stage_dir(self.stage_index - 1))["validation"]
+            if validation < parent - cfg.growth.margin:
+                return self._roll_back(stage, validation, parent)
+        if self.stage_index + 1 < len(self.stages):  # the rollback point of the next stage
+            self.save(self._stage_dir(self.stage_index), validation=validation)
+        self.stage_index += 1
+        self.stage_step, self.attempt, self.best_validation, self.stale_validations = 0, 0, None, 0
+        if self.stage_index < len(self.stages):
+            next_stage = self.stages[self.stage_index]
+            self._grow(next_stage, next_stage.init)
+
+    def _stage_dir(self, index: int) -> Path:
+        return self.run_dir / "checkpoints" / f"stage_{index}"
+
+    def _grow(self, stage: StageConfig, init: str) -> None:
+        new_topology = Topology.from_config(stage.topology)
+        plan = plan_growth(self.topology, new_topology, stage.copy_from)
+        old_state = named_optimizer_state(self.agents, self.optimizer)
+        self.agents = grow_agents(self.agents, plan, new_topology.node_ids, init, stage.noise)
+        self.optimizer = self._new_optimizer()
+        carry_optimizer_state(old_state, self.agents, self.optimizer, plan.old_to_new)
+        self._use_topology(new_topology, frozenset(plan.new_nodes))
+        event = f"growth: stage {self.stage_index} {new_topology.widths} (init {init}, gate over {stage.gate_steps} steps)"
+        tqdm.write(f"{event}: {plan.describe()}")
+        with (self.run_dir / "growth.jsonl").open("a") as f:
+            f.write(json.dumps({"step": self.step, "stage": self.stage_index, "widths": new_topology.widths,
+                                "init": init, "old_to_new": plan.old_to_new, "new_nodes": plan.new_nodes,
+                                "parents": plan.parents}) + "\n")
+
+    def _use_topology(self, topology: Topology, new_nodes: frozenset[str]) -> None:
+        self.topology, self.new_nodes = topology, new_nodes
+        self.engine.agents = self.agents
+        self.engine.set_topology(topology, new_nodes)
+        (self.run_dir / "topology.txt").write_text(topology.describe() + "\n")
+
+    def _roll_back(self, stage: StageConfig, validation: float, parent: float) -> None:
+        inits = [stage.init, *self.cfg.growth.retry_inits]
+        tqdm.write(f"growth: stage {self.stage_index} validation {validation:.3f} < parent {parent:.3f} - margin; "
+                   f"rolling back (tried init {inits[self.attempt]})")
+        self.attempt += 1
+        if self.attempt >= len(inits):
+            raise NeuromasError(f"stage {self.stage_index} ({stage.topology.widths}) stayed below its parent on "
+                                f"validation with inits {', '.join(inits)}; the parent system is in "
+                                f"{self._stage_dir(self.stage_index - 1)}")
+        self._load(self._stage_dir(self.stage_index - 1), restore_rng=False)
+        self.stage_step, self.best_validation, self.stale_validations = 0, None, 0
+        self._grow(stage, inits[self.attempt])
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    def save(self, target: Path, **extra) -> Path:
+        state = {"step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
+                 "attempt": self.attempt, "new_nodes": sorted(self.new_nodes), "topology": self.topology.to_dict(),
+                 "best_validation": self.best_validation, "stale_validations": self.stale_validations, **extra}
+        optimizer = {"state": named_optimizer_state(self.agents, self.optimizer)}
+        return ckpt.save_checkpoint(target, self.agents, optimizer, state)
+
+    def resume(self) -> None:
+        """Continue from the latest checkpoint of the run directory."""
+        path = ckpt.latest_checkpoint(self.run_dir)
+        state = self._load(path, restore_rng=True)
+        self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
+        self.attempt, self.best_validation = state["attempt"], state["best_validation"]
+        self.stale_validations = state["stale_validations"]
+        if path.name.startswith("stage_"):  # saved as the stage closed: go on to the next one
+            self.stage_index, self.stage_step = self.stage_index + 1, 0
+            if self.stage_index < len(self.stages):
+                self._grow(self.stages[self.stage_index], self.stages[self.stage_index].init)
+        # Drop what was logged after the checkpoint: those steps run again.
+        self.tracker.truncate_after(self.step)
+        truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
+        tqdm.write(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
+
+    def _load(self, path: Path, restore_rng: bool) -> dict:
+        """Make the trainer hold the system saved at `path`: topology, adapters, optimizer."""
+        state = ckpt.read_state(path)
+        topology = Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+        agents = Agents(self.agents.model.unload(), self.agents.tokenizer, self.cfg.agents, topology.node_ids,
+                        all_node_ids=self.agents.all_node_ids)
+        load_adapter_states(agents, ckpt.adapter_states_from(path, topology.node_ids))
+        self.agents = agents
+        self.optimizer = self._new_optimizer()
+        identity = {n: n for n in topology.node_ids}
+        carry_optimizer_state(ckpt.optimizer_state_from(path)["state"], agents, self.optimizer, identity)
+        self._use_topology(topology, frozenset(state["new_nodes"]))
+        if restore_rng:
+            ckpt.restore_rng(path)
+        return state
 
     def _summary(self, step: int, m: dict[str, float]) -> str:
         lengths = " ".join(f"{n} {m[f'node/{n}/msg_tokens']:.0f}" for n in self.topology.node_ids)
@@ -172,6 +315,8 @@ def message_metrics(episodes: Episodes, node_ids: list[str]) -> dict[str, float]
     metrics = {}
     for node_id in node_ids:
         messages = episodes.of_node(node_id)
+        if not messages:
+            continue  # gated out of every episode of this step
         metrics[f"node/{node_id}/msg_tokens"] = sum(len(m.completion_ids) for m in messages) / len(messages)
         metrics[f"node/{node_id}/truncated"] = sum(m.truncated for m in messages) / len(messages)
     return metrics

@@ -12,14 +12,21 @@ ROLE_WORDS = re.compile(r"\b(planner|critic|solver|verifier|reviewer|judge|exper
 QUESTION = "Compute 3 + 4."
 
 
-def builder(widths=(2, 2, 1), **prompt_kwargs) -> PromptBuilder:
-    topo = Topology.from_config(TopologyConfig(widths=list(widths)))
-    return PromptBuilder(PromptsConfig(**prompt_kwargs), topo, "Put the final answer in \\boxed{}.")
+class Graph:
+    """A prompt builder with the topology it renders for."""
+
+    def __init__(self, widths=(2, 2, 1), **prompt_kwargs):
+        self.builder = PromptBuilder(PromptsConfig(**prompt_kwargs), "Put the final answer in \\boxed{}.")
+        self.topology = Topology.from_config(TopologyConfig(widths=list(widths)))
 
 
-def render(b: PromptBuilder, node_id: str, inputs: dict[str, str]) -> str:
-    node = next(n for n in b.topology.nodes if n.id == node_id)
-    return "\n".join(m["content"] for m in b.messages(node, QUESTION, inputs))
+def builder(widths=(2, 2, 1), **prompt_kwargs) -> Graph:
+    return Graph(widths, **prompt_kwargs)
+
+
+def render(g: Graph, node_id: str, inputs: dict[str, str]) -> str:
+    node = next(n for n in g.topology.nodes if n.id == node_id)
+    return "\n".join(m["content"] for m in g.builder.messages(g.topology, node, QUESTION, inputs))
 
 
 def test_prompt_holds_position_and_exactly_its_upstream_messages():

@@ -11,7 +11,7 @@ from test_agents import make_agents
 def make_engine(model_dir, widths=(2, 2, 1), micro_batch_size=64):
     topology = Topology.from_config(TopologyConfig(widths=list(widths)))
     agents = make_agents(model_dir, nodes=topology.node_ids)
-    prompts = PromptBuilder(PromptsConfig(), topology, "Put the final answer in \\boxed{}.")
+    prompts = PromptBuilder(PromptsConfig(), "Put the final answer in \\boxed{}.")
     cfg = RolloutConfig(max_new_tokens=5, micro_batch_size=micro_batch_size)
     return RolloutEngine(cfg, agents, topology, prompts), build_task(TaskConfig())
 

@@ -38,6 +38,10 @@ class Task:
     def test(self) -> list[Sample]:
         return self.source.test_samples()
 
+    @property
+    def validation(self) -> list[Sample]:
+        return self.source.validation_samples()
+
     num_reward_errors: int = field(default=0, init=False)
 
     def score(self, answers: list[str], samples: list[Sample]) -> torch.Tensor:
@@ -59,5 +63,5 @@ def build_task(cfg: TaskConfig) -> Task:
     if cfg.name == "arithmetic":
         source = ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     else:
-        source = JsonlSource(cfg.path, cfg.test_path, seed=cfg.seed)
+        source = JsonlSource(cfg.path, cfg.test_path, seed=cfg.seed, validation_path=cfg.validation_path)
     return Task(source=source, reward=resolve_reward(cfg.reward), answer_format=cfg.answer_format)

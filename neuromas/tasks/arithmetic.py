@@ -1,7 +1,8 @@
 """Nested arithmetic: a seeded generator of expressions that need several steps.
 
 ``depth`` is the number of operators; ``(7 - 3) * (2 + 5)`` has depth 3. The test split is a
-fixed set drawn from its own seed, and the train stream never yields a test expression.
+fixed set drawn from its own seed, as is a validation split; the train stream never yields
+an expression of either.
 """
 
 from __future__ import annotations
@@ -37,25 +38,34 @@ class ArithmeticSource:
         return Sample(id=sample_id, question=f"Compute {text}.", answer=str(value))
 
     def test_samples(self) -> list[Sample]:
-        return self._test
+        return self._splits["test"]
+
+    def validation_samples(self) -> list[Sample]:
+        return self._splits["validation"]
 
     @cached_property
-    def _test(self) -> list[Sample]:
-        rng = random.Random(f"arithmetic-test-{self.seed}")
-        seen, samples = set(), []
-        # Small spaces (depth 1, max 3) may hold fewer distinct expressions than asked for.
-        for _ in range(self.num_test * 50):
-            sample = self._sample(rng, f"test-{len(samples)}")
-            if sample.question not in seen:
-                seen.add(sample.question)
-                samples.append(sample)
-                if len(samples) == self.num_test:
-                    break
-        return samples
+    def _splits(self) -> dict[str, list[Sample]]:
+        """Test, then validation: each `num_test` distinct expressions, disjoint from each other."""
+        seen: set[str] = set()
+        splits = {}
+        for split in ("test", "validation"):
+            rng = random.Random(f"arithmetic-{split}-{self.seed}")
+            samples = []
+            # Small spaces (depth 1, max 3) may hold fewer distinct expressions than asked for.
+            for _ in range(self.num_test * 50):
+                sample = self._sample(rng, f"{split}-{len(samples)}")
+                if sample.question not in seen:
+                    seen.add(sample.question)
+                    samples.append(sample)
+                    if len(samples) == self.num_test:
+                        break
+            splits[split] = samples
+        return splits
 
     @cached_property
     def _test_questions(self) -> set[str]:
-        return {s.question for s in self._test}
+        """Questions the train stream never yields: the test and validation splits."""
+        return {s.question for split in self._splits.values() for s in split}
 
     def train_sample(self, index: int) -> Sample:
         rng = random.Random(f"arithmetic-train-{self.seed}-{index}")

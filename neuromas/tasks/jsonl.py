@@ -33,9 +33,10 @@ def read_jsonl(path: str | Path) -> list[Sample]:
 
 
 class JsonlSource:
-    def __init__(self, path: str, test_path: str | None, seed: int):
+    def __init__(self, path: str, test_path: str | None, seed: int, validation_path: str | None = None):
         self.train = read_jsonl(path)
         self.test = read_jsonl(test_path) if test_path else []
+        self.validation = read_jsonl(validation_path) if validation_path else []
         self.seed = seed
 
     def train_sample(self, index: int) -> Sample:
@@ -47,3 +48,6 @@ class JsonlSource:
 
     def test_samples(self) -> list[Sample]:
         return self.test
+
+    def validation_samples(self) -> list[Sample]:
+        return self.validation

@@ -1,0 +1,128 @@
+"""Progressive growth: turn a trained system into a bigger one that starts where it left off.
+
+Layers are aligned from the sink: with a deeper new topology the new layers come first, and
+old node ``(l, i)`` becomes ``(l + shift, i)``. Nodes without a pre-image are new; they start
+as a copy of a parent node (``copy``), as the base model (``zero``: LoRA B = 0) or as a random
+LoRA (``fresh``), and enter through a gate (see `RolloutEngine.run`): with the gate closed the
+grown system prompts and answers exactly like its parent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+from neuromas.agents import Agents
+from neuromas.errors import ConfigError
+from neuromas.topology import Node, Topology, parse_node_id
+
+_ADAPTER_IN_NAME = re.compile(r"\.(lora_[AB])\.(L\d+N\d+)\.")
+
+
+@dataclass
+class GrowthPlan:
+    old_to_new: dict[str, str]  # surviving nodes: id before -> id after
+    new_nodes: list[str]  # ids with no pre-image
+    parents: dict[str, str]  # new node -> old node it copies under `copy` init
+
+    def describe(self) -> str:
+        moved = ", ".join(f"{o}->{n}" for o, n in self.old_to_new.items())
+        born = ", ".join(f"{n} (from {self.parents[n]})" for n in self.new_nodes)
+        return f"kept {moved}; new {born or 'none'}"
+
+
+def plan_growth(old: Topology, new: Topology, copy_from: dict[str, str] | None = None) -> GrowthPlan:
+    shift = new.depth - old.depth
+    if shift < 0:
+        raise ConfigError(f"growth: {old.widths} -> {new.widths} removes layers; growth only adds nodes")
+    old_to_new = {}
+    for node in old.nodes:
+        layer = node.layer + shift
+        if node.index >= new.widths[layer]:
+            raise ConfigError(f"growth: {old.widths} -> {new.widths} would remove {node.id}; growth only adds nodes")
+        old_to_new[node.id] = Node(layer, node.index).id
+    kept = set(old_to_new.values())
+    new_nodes = [n.id for n in new.nodes if n.id not in kept]
+    parents = {}
+    for node_id in new_nodes:
+        node = parse_node_id(node_id)
+        # Default parent: same index (wrapping) in the node's own layer, or in the first old layer.
+        old_layer = max(node.layer - shift, 0)
+        parents[node_id] = Node(old_layer, node.index % old.widths[old_layer]).id
+    for child, parent in (copy_from or {}).items():
+        if child not in new_nodes:
+            raise ConfigError(f"growth.stages[].copy_from: {child} is not a new node ({', '.join(new_nodes) or 'none'})")
+        if parent not in old_to_new:
+            raise ConfigError(f"growth.stages[].copy_from: {parent} is not a node of the previous stage")
+        parents[child] = parent
+    return GrowthPlan(old_to_new, new_nodes, parents)
+
+
+def adapter_states(agents: Agents) -> dict[str, dict[str, torch.Tensor]]:
+    """Each node's LoRA weights (peft state-dict keys, adapter name stripped), copied to CPU."""
+    return {node_id: {k: v.detach().cpu().clone()
+                      for k, v in get_peft_model_state_dict(agents.model, adapter_name=node_id).items()}
+            for node_id in agents.node_ids}
+
+
+def load_adapter_states(agents: Agents, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    for node_id, state in states.items():
+        try:
+            set_peft_model_state_dict(agents.model, state, adapter_name=node_id)
+        except RuntimeError as e:
+            raise ConfigError(f"growth: cannot load weights into {node_id}: LoRA shapes differ "
+                              f"({str(e).splitlines()[-1].strip()})") from None
+
+
+def grow_agents(agents: Agents, plan: GrowthPlan, new_ids: list[str], init: str, noise: float = 0.0) -> Agents:
+    """A new `Agents` on the same frozen base with adapters `new_ids`: survivors keep their
+    weights under their new ids, new nodes start by `init`."""
+    old = adapter_states(agents)
+    states = {plan.old_to_new[o]: state for o, state in old.items()}
+    if init == "copy":
+        for node_id in plan.new_nodes:
+            states[node_id] = {k: v + noise * torch.randn_like(v) if noise else v.clone()
+                               for k, v in old[plan.parents[node_id]].items()}
+    fresh = set(plan.new_nodes) if init == "fresh" else set()
+    base = agents.model.unload()  # the frozen base, LoRA layers removed (nothing merged)
+    grown = Agents(base, agents.tokenizer, agents.cfg, new_ids, agents.all_node_ids, fresh_nodes=fresh)
+    load_adapter_states(grown, states)
+    return grown
+
+
+def rename_adapter(param_name: str, rename: dict[str, str]) -> str | None:
+    """The parameter's name after growth, or None if its node did not survive."""
+    match = _ADAPTER_IN_NAME.search(param_name)
+    if not match or match[2] not in rename:
+        return None
+    return param_name[:match.start()] + f".{match[1]}.{rename[match[2]]}." + param_name[match.end():]
+
+
+def carry_optimizer_state(old_state: dict[str, dict], grown: Agents, optimizer: torch.optim.Optimizer,
+                          rename: dict[str, str]) -> int:
+    """Give `optimizer` (built over `grown`) the state of surviving parameters, by name.
+
+    old_state: parameter name before growth -> its optimizer state. New nodes start fresh.
+    Returns how many parameters kept their state.
+    """
+    params = dict(grown.model.named_parameters())
+    carried = 0
+    for name, state in old_state.items():
+        new_name = rename_adapter(name, rename)
+        if new_name is not None and new_name in params:
+            optimizer.state[params[new_name]] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+            carried += 1
+    return carried
+
+
+def named_optimizer_state(agents: Agents, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    by_param = {p: n for n, p in agents.model.named_parameters()}
+    return {by_param[p]: state for p, state in optimizer.state.items() if p in by_param}
+
+
+def gate_value(stage_step: int, gate_steps: int) -> float:
+    """The new nodes' gate after `stage_step` steps of their stage: a linear ramp 0 -> 1."""
+    return 1.0 if gate_steps == 0 else min(1.0, stage_step / gate_steps)
