@@ -53,6 +53,15 @@ def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer
     return write_atomically(target, fill)
 
 
+def save_adapters(target: Path, agents: Agents, trainer_state: dict) -> Path:
+    """Just the system: ``target/<node_id>/`` peft adapters and ``trainer_state.json``."""
+    def fill(staging: Path) -> None:
+        agents.save(staging)
+        (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
+
+    return write_atomically(target, fill)
+
+
 def prune(directory: Path, keep_last: int) -> None:
     steps = sorted(directory.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     for old in steps[:-keep_last]:
@@ -76,9 +85,11 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 
 def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Node id -> LoRA state dict, from a checkpoint or a run's final ``adapters/``."""
+    root = checkpoint / "adapters" if (checkpoint / "adapters").is_dir() else checkpoint
     states = {}
     for node_id in node_ids:
-        path = checkpoint / "adapters" / node_id / "adapter_model.safetensors"
+        path = root / node_id / "adapter_model.safetensors"
         if not path.is_file():
             raise NeuromasError(f"{checkpoint} has no adapter for node {node_id}: it was saved by another topology")
         states[node_id] = load_file(str(path))

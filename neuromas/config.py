@@ -174,6 +174,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global norm over all adapters
     micro_batch_size: int = 8  # rows per forward/backward in the update
     seed: int = 0
+    init_from: Optional[str] = None  # start from saved adapters: a checkpoint, or the output of `neuromas grow`
 
     def __post_init__(self) -> None:
         _check_positive("train", self, "steps", "questions_per_step", "lr", "max_grad_norm", "micro_batch_size")

@@ -62,6 +62,8 @@ class Trainer:
         self.new_nodes: frozenset[str] = frozenset()
         self.best_validation, self.stale_validations = None, 0
         run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.init_from:
+            self._start_from(Path(cfg.train.init_from))
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
         self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
@@ -82,7 +84,7 @@ class Trainer:
                     bar.update(1)
                 self._end_stage(stage)
         self._evaluate(self.step)
-        ckpt.write_atomically(self.run_dir / "adapters", self.agents.save)
+        self.save(self.run_dir / "adapters", adapters_only=True)
         self.tracker.close()
         return history
 
@@ -260,10 +262,13 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------
 
-    def save(self, target: Path, **extra) -> Path:
+    def save(self, target: Path, adapters_only: bool = False, **extra) -> Path:
+        """A checkpoint at `target`; `adapters_only`: the final system, peft adapters at the top level."""
         state = {"step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
                  "attempt": self.attempt, "new_nodes": sorted(self.new_nodes), "topology": self.topology.to_dict(),
                  "best_validation": self.best_validation, "stale_validations": self.stale_validations, **extra}
+        if adapters_only:
+            return ckpt.save_adapters(target, self.agents, state)
         optimizer = {"state": named_optimizer_state(self.agents, self.optimizer)}
         return ckpt.save_checkpoint(target, self.agents, optimizer, state)
 
@@ -282,6 +287,15 @@ class Trainer:
         self.tracker.truncate_after(self.step)
         truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
         tqdm.write(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
+
+    def _start_from(self, path: Path) -> None:
+        """Begin from another run's adapters (e.g. a hand-grown system); its new nodes stay gated."""
+        state = ckpt.read_state(path)
+        if state["topology"] != self.topology.to_dict():
+            raise NeuromasError(f"train.init_from: {path} holds topology {state['topology']['widths']}, "
+                                f"but this run starts with {self.topology.widths}")
+        load_adapter_states(self.agents, ckpt.adapter_states_from(path, self.topology.node_ids))
+        self._use_topology(self.topology, frozenset(state.get("new_nodes", [])))
 
     def _load(self, path: Path, restore_rng: bool) -> dict:
         """Make the trainer hold the system saved at `path`: topology, adapters, optimizer."""
