@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from neuromas.algorithms import gather_logprobs
+from neuromas.algorithms import gather_logprobs, token_entropy
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
 from neuromas.errors import ConfigError
 from neuromas.models import load_base_model
@@ -163,16 +163,33 @@ class Agents:
         node_ids None runs the frozen base (adapters disabled), the KL reference.
         Returns (logprobs [B, T], mask [B, T]); gradients flow when enabled by the caller.
         """
+        logits, batch = self._completion_logits(prompts, completions, node_ids)
+        return gather_logprobs(logits, batch.completion_ids.to(self.device), temperature), \
+            batch.completion_mask.to(self.device)
+
+    def completion_stats(self, prompts: list[torch.Tensor], completions: list[torch.Tensor], node_ids: list[str],
+                         temperature: float = 1.0, entropy_grad: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`completion_logprobs` plus the policy's entropy at each completion position [B, T]
+        (differentiable only with `entropy_grad`: the full softmax is costly to keep)."""
+        logits, batch = self._completion_logits(prompts, completions, node_ids)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = token_entropy(logits, temperature)
+        return (gather_logprobs(logits, batch.completion_ids.to(self.device), temperature),
+                batch.completion_mask.to(self.device), entropy)
+
+    def _completion_logits(self, prompts, completions, node_ids) -> tuple[torch.Tensor, PackedBatch]:
+        """Logits [B, T, V] predicting each completion token, from one mixed-adapter forward."""
         batch = pack(prompts, completions, self.tokenizer.pad_token_id)
         width = batch.completion_ids.shape[1]
-        kwargs = dict(input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device),
-                      position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1, use_cache=False)
         # peft's "__base__" rows skip every adapter. Not `disable_adapter()`: leaving it calls
         # set_adapter(), which re-freezes all adapters but one and silently stops joint training.
         names = [BASE] * len(prompts) if node_ids is None else list(node_ids)
-        logits = self.model(**kwargs, adapter_names=names).logits
-        logprobs = gather_logprobs(logits[:, :-1], batch.completion_ids.to(self.device), temperature)
-        return logprobs, batch.completion_mask.to(self.device)
+        logits = self.model(input_ids=batch.input_ids.to(self.device),
+                            attention_mask=batch.attention_mask.to(self.device),
+                            position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1,
+                            use_cache=False, adapter_names=names).logits
+        return logits[:, :-1], batch
 
     def save(self, directory: Path) -> None:
         """One standard peft adapter directory per node: ``directory/<node_id>/``."""

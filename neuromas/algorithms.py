@@ -28,17 +28,81 @@ def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (rewards - mean) / (std + eps)
 
 
-ADVANTAGES = {"rloo": rloo_advantages, "grpo": grpo_advantages}
+def dr_grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """Dr. GRPO: r - group mean, no std normalisation (pair with token-level aggregation,
+    i.e. no per-sequence length normalisation). rewards: [G, K] -> [G, K]."""
+    return rewards - rewards.mean(dim=1, keepdim=True)
+
+
+def reinforce_advantages(rewards: torch.Tensor, baseline: float) -> torch.Tensor:
+    """REINFORCE with a moving-average baseline: r - b. rewards: [G, K] -> [G, K]."""
+    return rewards - baseline
+
+
+def update_baseline(baseline: float | None, rewards: torch.Tensor, decay: float) -> float:
+    """Exponential moving average of the mean reward; starts at the first batch's mean."""
+    mean = float(rewards.mean())
+    return mean if baseline is None else decay * baseline + (1 - decay) * mean
+
+
+ADVANTAGES = {"rloo": rloo_advantages, "grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages}
+
+
+def shape_rewards(rewards: torch.Tensor, scale: float = 1.0, clip: float | None = None) -> torch.Tensor:
+    """Scale, then clip to [-clip, clip]. Any shape."""
+    rewards = rewards * scale
+    return rewards.clamp(-clip, clip) if clip is not None else rewards
+
+
+def loss_weights(mode: str, node_index: torch.Tensor, mask: torch.Tensor, totals: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token weights [B, T] of the loss sum, for one micro-batch of a larger batch.
+
+    node_index: [B] the node of each row; mask: [B, T]. `totals` are whole-batch counts (so
+    micro-batches add up exactly): "node_tokens" [N], "tokens" [], "node_rows" [N], "rows" [].
+      node:     each node's tokens averaged, then summed over nodes (the default)
+      token:    one mean over every token of every node (DAPO / Dr. GRPO)
+      sequence: each row's tokens averaged, then rows averaged (original GRPO)
+    """
+    if mode == "node":
+        return mask / totals["node_tokens"][node_index].clamp(min=1).unsqueeze(1)
+    if mode == "token":
+        return mask / totals["tokens"].clamp(min=1)
+    if mode == "sequence":
+        return mask / mask.sum(dim=1, keepdim=True).clamp(min=1) / totals["rows"].clamp(min=1)
+    raise AssertionError(mode)
 
 
 def token_weights(node_index: torch.Tensor, mask: torch.Tensor, num_tokens_per_node: torch.Tensor) -> torch.Tensor:
-    """Per-token weights that average each node's term over its tokens and sum over nodes.
+    """`loss_weights("node", ...)`: mask / num_tokens_per_node[node]. [B, T]."""
+    return loss_weights("node", node_index, mask, {"node_tokens": num_tokens_per_node})
 
-    node_index: [B] int, the node of each row; mask: [B, T]; num_tokens_per_node: [N], the
-    node's token count over the *whole* batch (not the micro-batch), so micro-batches add up
-    exactly. Returns [B, T]: mask / num_tokens_per_node[node].
+
+def clipped_surrogate_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                           weights: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
+    """PPO's clipped surrogate: sum(-min(r * A, clip(r, 1 - lo, 1 + hi) * A) * w), r = exp(logp - old).
+
+    logprobs, old_logprobs, weights: [B, T]; advantages: [B]. Equals `policy_gradient_loss`
+    while r stays in the clip range; outside it (in the direction A pushes) the gradient is 0.
     """
-    return mask / num_tokens_per_node[node_index].clamp(min=1).unsqueeze(1).to(mask.dtype)
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    adv = advantages.unsqueeze(1)
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_low, 1 + clip_high) * adv)
+    return -(surrogate * weights).sum()
+
+
+def clipped_tokens(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                   clip_low: float, clip_high: float) -> torch.Tensor:
+    """[B, T] bool: tokens whose clipped term is active (their gradient is zero)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.unsqueeze(1)
+    return ((ratio > 1 + clip_high) & (adv > 0)) | ((ratio < 1 - clip_low) & (adv < 0))
+
+
+def clip_fraction(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  mask: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
+    """Fraction of real tokens whose clipped term is active. Scalar."""
+    clipped = clipped_tokens(logprobs, old_logprobs, advantages, clip_low, clip_high)
+    return (clipped.float() * mask).sum() / mask.sum().clamp(min=1)
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -60,6 +124,20 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """
     delta = ref_logprobs - logprobs
     return torch.exp(delta) - delta - 1
+
+
+def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """k1 estimator of KL(policy || reference) per token: logp - ref (unbiased, can be < 0). [B, T]."""
+    return logprobs - ref_logprobs
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) per position. [B, T, V] -> [B, T] fp32."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

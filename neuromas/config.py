@@ -155,14 +155,36 @@ class RolloutConfig:
 
 @dataclass
 class AlgorithmConfig:
-    advantage: str = "rloo"  # rloo (leave-one-out baseline) | grpo (group mean / std)
-    credit: str = "shared"  # shared: every node of an episode gets the episode's advantage
-    kl_coef: float = 0.0  # weight of the k3 KL to the base model (adapters disabled), in the loss
+    advantage: str = "rloo"  # rloo | grpo (mean/std) | dr_grpo (mean only) | reinforce (moving-average baseline)
+    baseline_decay: float = 0.9  # reinforce: EMA decay of the baseline
+    reward_scale: float = 1.0  # rewards are scaled, then clipped, before advantages
+    reward_clip: Optional[float] = None  # clip rewards to [-c, c]
+    loss: str = "pg"  # pg (plain policy gradient) | clip (PPO clipped surrogate)
+    epochs: int = 1  # optimizer steps over each rollout batch (inner epochs; > 1 wants loss: clip)
+    clip_low: float = 0.2  # clip: ratio floor 1 - clip_low
+    clip_high: float = 0.2  # clip: ratio ceiling 1 + clip_high (e.g. 0.28 for "clip-higher")
+    loss_agg: str = "node"  # node (each node's token mean, summed) | token (one token mean) | sequence
+    credit: str = "shared"  # shared | per_node | branch (see docs/credit.md)
+    branch_per_question: int = 1  # branch: how many (episode, node) pairs are branched per question
+    branch_samples: int = 2  # branch: resamples of the branched node (M)
+    branch_shared: bool = False  # branch: also train un-branched messages with the shared advantage
+    kl_coef: float = 0.0  # weight of the KL to the base model (adapters disabled)
+    kl_estimator: str = "k3"  # k1 | k3
+    kl_in: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
+    entropy_coef: float = 0.0  # entropy bonus in the loss (entropy is logged either way)
 
     def __post_init__(self) -> None:
-        _check_choice("algorithm", "advantage", self.advantage, ("rloo", "grpo"))
-        _check_choice("algorithm", "credit", self.credit, ("shared",))
-        _check_positive("algorithm", self, "kl_coef", allow_zero=True)
+        sec = "algorithm"
+        _check_choice(sec, "advantage", self.advantage, ("rloo", "grpo", "dr_grpo", "reinforce"))
+        _check_choice(sec, "loss", self.loss, ("pg", "clip"))
+        _check_choice(sec, "loss_agg", self.loss_agg, ("node", "token", "sequence"))
+        _check_choice(sec, "credit", self.credit, ("shared", "per_node", "branch"))
+        _check_choice(sec, "kl_estimator", self.kl_estimator, ("k1", "k3"))
+        _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
+        _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip")
+        _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", allow_zero=True)
+        if not 0 <= self.baseline_decay < 1:
+            raise ConfigError(f"algorithm.baseline_decay: must be in [0, 1), got {self.baseline_decay}")
 
 
 @dataclass
@@ -264,6 +286,9 @@ class Config:
     growth: GrowthConfig = field(default_factory=GrowthConfig)
 
     def __post_init__(self) -> None:
+        if self.algorithm.advantage != "reinforce" and self.rollout.samples_per_question < 2:
+            raise ConfigError(f"rollout.samples_per_question: algorithm.advantage {self.algorithm.advantage} "
+                              "compares samples of a question, so it needs at least 2")
         if self.growth.stages:
             self.topology = self.growth.stages[0].topology
             self.train.steps = sum(stage.steps for stage in self.growth.stages)

@@ -33,19 +33,38 @@ class Message:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class Branch:
+    """Resample `node_id` of `episode` `copies` times, inputs held fixed, downstream re-run."""
+
+    episode: int
+    node_id: str
+    copies: int
+
+
 @dataclass
 class Episodes:
-    """E full-system rollouts: the one batch type that crosses component boundaries."""
+    """E full-system rollouts: the one batch type that crosses component boundaries.
+
+    The first `num_regular` episodes are the K samples per question; any after them are branch
+    copies, which share their source episode's messages except the branched node's and those
+    downstream of it (only those are in `messages`).
+    """
 
     samples: list[Sample]  # [E] the task sample of each episode
     group_ids: torch.Tensor  # [E] int64, question index within the batch (advantage group)
-    messages: list[Message]  # every node's message of every episode, layer by layer
+    messages: list[Message]  # every generated message of every episode, layer by layer
     sink_id: str
     full: list[bool]  # [E] whether the episode included the growth-gated new nodes
+    num_regular: int  # episodes before the branch copies
+    branches: list[tuple[int, str, list[int]]]  # (source episode, branched node, its copy episodes)
 
     @property
     def num_episodes(self) -> int:
         return len(self.samples)
+
+    def branch_groups(self) -> list[tuple[int, str, list[int]]]:
+        return self.branches
 
     def answers(self) -> list[str]:
         """The sink's text of each episode, in episode order."""
@@ -75,35 +94,52 @@ class RolloutEngine:
                        False: topology.view(set(topology.node_ids) - new_nodes)}
 
     def run(self, questions: list[Sample], samples_per_question: int, greedy: bool = False,
-            gate: float = 1.0) -> Episodes:
+            gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
         """Roll out `samples_per_question` episodes of the whole system for each question.
 
         Each episode includes the gated new nodes with probability `gate` (all of them or none);
-        an episode without them runs exactly the parent system.
+        an episode without them runs exactly the parent system. `branches` add copy episodes
+        whose rows join the same per-layer generate calls.
         """
         samples = [q for q in questions for _ in range(samples_per_question)]
-        group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+        num_regular = len(samples)
         full = [not self.new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
+        source, regen, groups = list(range(num_regular)), [None] * num_regular, []
+        for b in branches:
+            if b.node_id not in self._views[full[b.episode]][1]:
+                continue  # gated out of its source episode: nothing to resample
+            first = len(samples)
+            redo = {b.node_id} | self.topology.descendants(b.node_id)
+            for _ in range(b.copies):
+                samples.append(samples[b.episode])
+                full.append(full[b.episode])
+                source.append(b.episode)
+                regen.append(redo)
+            groups.append((b.episode, b.node_id, list(range(first, len(samples)))))
+        group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+        group_ids = torch.cat([group_ids, group_ids[source[num_regular:]]]).long()
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
         for layer in self.topology.layers:
-            rows = [(e, node) for node in layer for e in range(len(samples)) if node.id in self._views[full[e]][1]]
+            rows = [(e, node) for node in layer for e in range(len(samples))
+                    if node.id in self._views[full[e]][1] and (regen[e] is None or node.id in regen[e])]
             if not rows:
                 continue  # a new layer gated out of every episode
-            prompts = [self._prompt(node.id, samples[e].question, texts, e, full[e]) for e, node in rows]
+            lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
+            prompts = [self._prompt(node.id, samples[e].question, lookup, e, full[e]) for e, node in rows]
             generations = self._generate(prompts, [node.id for _, node in rows], greedy)
             for (e, node), prompt, gen in zip(rows, prompts, generations):
                 text = self.agents.decode(gen.completion_ids)
                 texts[e, node.id] = text
                 messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated))
-        return Episodes(samples, group_ids, messages, self.topology.sink.id, full)
+        return Episodes(samples, group_ids, messages, self.topology.sink.id, full, num_regular, groups)
 
-    def _prompt(self, node_id: str, question: str, texts: dict, episode: int, full: bool) -> torch.Tensor:
+    def _prompt(self, node_id: str, question: str, text_of, episode: int, full: bool) -> torch.Tensor:
         """Render a node's prompt from the view its episode runs (positions as in that view)."""
         view, id_map = self._views[full]
         to_own = {v: k for k, v in id_map.items()}
         node = parse_node_id(id_map[node_id])
-        inputs = {src: texts[episode, to_own[src]] for src in view.predecessors(node.id)}
+        inputs = {src: text_of(episode, to_own[src]) for src in view.predecessors(node.id)}
         return self.agents.encode(self.prompts.messages(view, node, question, inputs))
 
     def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool):

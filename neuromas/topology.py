@@ -81,6 +81,17 @@ class Topology:
     def successors(self, node_id: str) -> list[str]:
         return list(self._successors[node_id])
 
+    def descendants(self, node_id: str) -> set[str]:
+        """Every node that reads `node_id`'s message, directly or through others."""
+        out: set[str] = set()
+        stack = list(self._successors[node_id])
+        while stack:
+            node = stack.pop()
+            if node not in out:
+                out.add(node)
+                stack += self._successors[node]
+        return out
+
     def view(self, active: set[str]) -> tuple["Topology", dict[str, str]]:
         """The graph an episode runs when only the `active` nodes take part (growth gates).
 

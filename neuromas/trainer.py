@@ -19,16 +19,18 @@ from tqdm import tqdm
 
 from neuromas import checkpoint as ckpt
 from neuromas.agents import Agents
-from neuromas.algorithms import ADVANTAGES, kl_k3, policy_gradient_loss, token_weights
+from neuromas import credit
+from neuromas.algorithms import KL_ESTIMATORS, shape_rewards, update_baseline
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.errors import NeuromasError
 from neuromas.growth import (carry_optimizer_state, gate_value, grow_agents, load_adapter_states,
                              named_optimizer_state, plan_growth)
 from neuromas.prompts import PromptBuilder
-from neuromas.rollout import Episodes, Message, RolloutEngine
+from neuromas.rollout import Episodes, RolloutEngine
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 from neuromas.tracking import Tracker, truncate_jsonl
+from neuromas.update import PolicyUpdate
 
 
 class Timer(dict):
@@ -57,6 +59,8 @@ class Trainer:
         self.engine = RolloutEngine(cfg.rollout, self.agents, self.topology,
                                     PromptBuilder(cfg.prompts, self.task.answer_format))
         self.optimizer = self._new_optimizer()
+        self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
+        self.credit_state = credit.CreditState()
         # Where the run stands; all of it goes into every checkpoint.
         self.step, self.stage_index, self.stage_step, self.attempt = 0, 0, 0, 0
         self.new_nodes: frozenset[str] = frozenset()
@@ -106,73 +110,53 @@ class Trainer:
         return metrics
 
     def train_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
-        """Roll out, score and update once on the questions of `step` (1-based)."""
-        cfg, timer = self.cfg, Timer()
+        """Roll out, score, assign credit and update once on the questions of `step` (1-based)."""
+        cfg, alg, timer = self.cfg, self.cfg.algorithm, Timer()
+        k = cfg.rollout.samples_per_question
         with timer("step"):
             questions = self.task.train_batch(step - 1, cfg.train.questions_per_step)
+            branches = credit.plan_branches(self.topology.node_ids, len(questions), k, alg.branch_per_question,
+                                     alg.branch_samples, step) if alg.credit == "branch" else []
             with timer("rollout"):
-                episodes = self.engine.run(questions, cfg.rollout.samples_per_question, gate=gate)
+                episodes = self.engine.run(questions, k, gate=gate, branches=branches)
             with timer("reward"):
-                rewards = self.task.score(episodes.answers(), episodes.samples)
-            groups = rewards.view(len(questions), cfg.rollout.samples_per_question)
-            advantages = ADVANTAGES[cfg.algorithm.advantage](groups).flatten()
+                task_rewards = self.task.score(episodes.answers(), episodes.samples)
+            with timer("credit"):
+                rewards = shape_rewards(task_rewards, alg.reward_scale, alg.reward_clip)
+                extra = {}
+                if alg.kl_coef > 0 and alg.kl_in == "reward":
+                    kl = self._episode_kl(episodes)
+                    rewards, extra["train/kl_penalty"] = rewards - alg.kl_coef * kl, float(kl.mean())
+                advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids, k, self.credit_state)
+                if alg.advantage == "reinforce":
+                    self.credit_state.baseline = update_baseline(self.credit_state.baseline,
+                                                                 rewards[:episodes.num_regular], alg.baseline_decay)
             with timer("update"):
                 update_metrics = self.update(episodes, advantages)
-        return {**reward_metrics(rewards), **update_metrics, **message_metrics(episodes, self.topology.node_ids),
-                **timer}
+        return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
+                **message_metrics(episodes, self.topology.node_ids), **extra, "credit/branched_episodes":
+                float(episodes.num_episodes - episodes.num_regular), **timer}
+
+    @torch.no_grad()
+    def _episode_kl(self, episodes: Episodes) -> torch.Tensor:
+        """Sum over every message of an episode of the per-token KL to the base: [E]."""
+        kl = torch.zeros(episodes.num_episodes)
+        estimator = KL_ESTIMATORS[self.cfg.algorithm.kl_estimator]
+        size = self.cfg.train.micro_batch_size
+        for start in range(0, len(episodes.messages), size):
+            chunk = episodes.messages[start:start + size]
+            prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
+            ref, mask = self.agents.completion_logprobs(prompts, completions, None, self.cfg.rollout.temperature)
+            for row, m in enumerate(chunk):
+                n = len(m.completion_ids)
+                kl[m.episode] += float(estimator(m.logprobs, ref[row, :n].cpu()).sum())
+        return kl
 
     def update(self, episodes: Episodes, advantages: torch.Tensor) -> dict[str, float]:
-        """One optimizer step on every adapter from the episodes' shared advantages [E]."""
-        cfg = self.cfg
-        node_index = {node_id: i for i, node_id in enumerate(self.topology.node_ids)}
-        num_tokens = torch.zeros(len(node_index))
-        for m in episodes.messages:
-            num_tokens[node_index[m.node_id]] += len(m.completion_ids)
-        # A zero advantage contributes nothing to the policy gradient: skip its forward pass
-        # (its tokens still count in the per-node average, so the loss is unchanged).
-        rows = [m for m in episodes.messages if cfg.algorithm.kl_coef > 0 or advantages[m.episode] != 0]
-        rows.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = {"loss": 0.0, "kl": 0.0, "kl_tokens": 0.0, "logprob_gap": 0.0}
-        for start in range(0, len(rows), cfg.train.micro_batch_size):
-            chunk = rows[start:start + cfg.train.micro_batch_size]
-            self._accumulate(chunk, advantages, node_index, num_tokens, totals)
-        params = self.agents.parameters()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm) if rows else torch.tensor(0.0)
-        if rows:
-            self.optimizer.step()
-        metrics = {"train/loss": totals["loss"], "train/grad_norm": float(grad_norm),
-                   "train/rows_updated": float(len(rows)), "train/logprob_gap": totals["logprob_gap"]}
-        if cfg.algorithm.kl_coef > 0:
-            metrics["train/kl"] = totals["kl"] / max(totals["kl_tokens"], 1.0)
-        return metrics
-
-    def _accumulate(self, chunk: list[Message], advantages: torch.Tensor, node_index: dict[str, int],
-                    num_tokens: torch.Tensor, totals: dict[str, float]) -> None:
-        """Forward + backward of one micro-batch; gradients add up across micro-batches."""
-        cfg, agents = self.cfg, self.agents
-        prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
-        logprobs, mask = agents.completion_logprobs(prompts, completions, [m.node_id for m in chunk],
-                                                    cfg.rollout.temperature)
-        old = torch.zeros_like(logprobs)
-        for row, m in enumerate(chunk):
-            old[row, :len(m.logprobs)] = m.logprobs.to(old.device)
-        weights = token_weights(torch.tensor([node_index[m.node_id] for m in chunk], device=mask.device), mask,
-                                num_tokens.to(mask.device))
-        adv = advantages[[m.episode for m in chunk]].to(logprobs.device)
-        loss = policy_gradient_loss(logprobs, old, adv, weights)
-        if cfg.algorithm.kl_coef > 0:
-            with torch.no_grad():
-                ref, _ = agents.completion_logprobs(prompts, completions, None, cfg.rollout.temperature)
-            kl = kl_k3(logprobs, ref)
-            loss = loss + cfg.algorithm.kl_coef * (kl * weights).sum()
-            totals["kl"] += float((kl.detach() * mask).sum())
-            totals["kl_tokens"] += float(mask.sum())
-        loss.backward()
-        totals["loss"] += float(loss.detach())
-        # Sampling and training log-probs must agree; a gap means stale or wrong weights.
-        gap = ((logprobs.detach() - old).abs() * mask).max()
-        totals["logprob_gap"] = max(totals["logprob_gap"], float(gap))
+        """Optimizer step(s) on every adapter; advantages [E] (shared) or [E, N] (per node)."""
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1).expand(-1, len(self.topology.node_ids))
+        return self.policy_update.run(self.agents, self.optimizer, episodes, advantages, self.topology.node_ids)
 
     @torch.no_grad()
     def accuracy(self, questions: list) -> float:
@@ -266,7 +250,8 @@ class Trainer:
         """A checkpoint at `target`; `adapters_only`: the final system, peft adapters at the top level."""
         state = {"step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
                  "attempt": self.attempt, "new_nodes": sorted(self.new_nodes), "topology": self.topology.to_dict(),
-                 "best_validation": self.best_validation, "stale_validations": self.stale_validations, **extra}
+                 "best_validation": self.best_validation, "stale_validations": self.stale_validations,
+                 "baseline": self.credit_state.baseline, **extra}
         if adapters_only:
             return ckpt.save_adapters(target, self.agents, state)
         optimizer = {"state": named_optimizer_state(self.agents, self.optimizer)}
@@ -279,6 +264,7 @@ class Trainer:
         self.step, self.stage_index, self.stage_step = state["step"], state["stage_index"], state["stage_step"]
         self.attempt, self.best_validation = state["attempt"], state["best_validation"]
         self.stale_validations = state["stale_validations"]
+        self.credit_state.baseline = state.get("baseline")
         if path.name.startswith("stage_"):  # saved as the stage closed: go on to the next one
             self.stage_index, self.stage_step = self.stage_index + 1, 0
             if self.stage_index < len(self.stages):
@@ -319,10 +305,19 @@ class Trainer:
                 f" | len {lengths} | loss {m['train/loss']:+.4f} | {m['time/step']:.1f}s")
 
 
-def reward_metrics(rewards: torch.Tensor) -> dict[str, float]:
-    """An episode counts as correct when its reward reaches 1."""
-    return {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            "reward/accuracy": float((rewards >= 1.0).float().mean())}
+def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str]) -> dict[str, float]:
+    """Task reward over the regular episodes, overall and per node (over the episodes a node took
+    part in). An episode counts as correct when its reward reaches 1."""
+    def summary(r: torch.Tensor, prefix: str) -> dict[str, float]:
+        return {f"{prefix}/mean": float(r.mean()), f"{prefix}/std": float(r.std()) if len(r) > 1 else 0.0,
+                f"{prefix}/accuracy": float((r >= 1.0).float().mean())}
+    regular = rewards[:episodes.num_regular]
+    out = summary(regular, "reward")
+    for node_id in node_ids:
+        seen = sorted({m.episode for m in episodes.of_node(node_id) if m.episode < episodes.num_regular})
+        if seen:
+            out.update(summary(regular[seen], f"node/{node_id}/reward"))
+    return out
 
 
 def message_metrics(episodes: Episodes, node_ids: list[str]) -> dict[str, float]:

@@ -10,3 +10,8 @@ def text_parity_reward(completion: str, sample) -> float:
 
 def raising_reward(completion: str, sample) -> float:
     raise RuntimeError("broken reward")
+
+
+def last_digit_parity(completion: str, sample) -> float:
+    """1 when the answer's last character is an even digit (depends on nothing else)."""
+    return float(bool(completion) and completion[-1].isdigit() and int(completion[-1]) % 2 == 0)

@@ -1,0 +1,131 @@
+"""The policy update: one loss over every node's sampled tokens, one optimizer over all adapters.
+
+Rows of every node go through one mixed-adapter forward/backward per micro-batch (equal to
+per-adapter passes, tests/test_agents.py); `epochs` > 1 re-uses the stored rollout, with the
+importance ratio taken against the sampling log-probs (PPO).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from neuromas.agents import Agents
+from neuromas.algorithms import (KL_ESTIMATORS, clipped_surrogate_loss, clipped_tokens, loss_weights,
+                                 policy_gradient_loss)
+from neuromas.config import AlgorithmConfig, TrainConfig
+from neuromas.rollout import Episodes, Message
+
+
+class PolicyUpdate:
+    def __init__(self, cfg: AlgorithmConfig, train: TrainConfig, temperature: float):
+        self.cfg, self.train, self.temperature = cfg, train, temperature
+
+    def needs_all_rows(self) -> bool:
+        """Zero-advantage rows still matter when a per-token KL or entropy term is in the loss."""
+        return (self.cfg.kl_coef > 0 and self.cfg.kl_in == "loss") or self.cfg.entropy_coef > 0
+
+    def run(self, agents: Agents, optimizer: torch.optim.Optimizer, episodes: Episodes, advantages: torch.Tensor,
+            node_ids: list[str]) -> dict[str, float]:
+        """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns metrics."""
+        index = {node_id: i for i, node_id in enumerate(node_ids)}
+        adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in episodes.messages}
+        trained = [m for m in episodes.messages if adv[id(m)] != 0 or
+                   (self.needs_all_rows() and m.episode < episodes.num_regular)]
+        totals = _totals(trained, index)
+        trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
+        stats: dict[str, float] = defaultdict(float)
+        for epoch in range(self.cfg.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            for start in range(0, len(trained), self.train.micro_batch_size):
+                chunk = trained[start:start + self.train.micro_batch_size]
+                self._accumulate(agents, chunk, torch.tensor([adv[id(m)] for m in chunk]), index, totals, stats,
+                                 first_epoch=epoch == 0)
+            if trained:
+                for node_id in node_ids:
+                    grads = [p.grad for p in agents.parameters(node_id) if p.grad is not None]
+                    stats[f"node/{node_id}/grad_norm"] = float(torch.norm(torch.stack([g.norm() for g in grads]))) \
+                        if grads else 0.0
+                stats["train/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(agents.parameters(),
+                                                                                self.train.max_grad_norm))
+                optimizer.step()
+        return _finish(stats, node_ids, len(trained), self.cfg.epochs)
+
+    def _accumulate(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
+                    totals: dict[str, torch.Tensor], stats: dict[str, float], first_epoch: bool) -> None:
+        """Forward + backward of one micro-batch; gradients add up across micro-batches."""
+        cfg = self.cfg
+        prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
+        logprobs, mask, entropy = agents.completion_stats(prompts, completions, [m.node_id for m in chunk],
+                                                          self.temperature, entropy_grad=cfg.entropy_coef > 0)
+        device = logprobs.device
+        old = torch.zeros_like(logprobs)
+        for row, m in enumerate(chunk):
+            old[row, :len(m.logprobs)] = m.logprobs.to(device)
+        nodes = torch.tensor([index[m.node_id] for m in chunk], device=device)
+        weights = loss_weights(cfg.loss_agg, nodes, mask, {k: v.to(device) for k, v in totals.items()})
+        adv = adv.to(device)
+        if cfg.loss == "clip":
+            loss = clipped_surrogate_loss(logprobs, old, adv, weights, cfg.clip_low, cfg.clip_high)
+        else:
+            loss = policy_gradient_loss(logprobs, old, adv, weights)
+        per_token = {"entropy": entropy.detach(), "ratio": torch.exp(logprobs.detach() - old)}
+        if cfg.kl_coef > 0 and cfg.kl_in == "loss":
+            with torch.no_grad():
+                ref, _ = agents.completion_logprobs(prompts, completions, None, self.temperature)
+            kl = KL_ESTIMATORS[cfg.kl_estimator](logprobs, ref)
+            loss = loss + cfg.kl_coef * (kl * weights).sum()
+            per_token["kl"] = kl.detach()
+        if cfg.entropy_coef > 0:
+            loss = loss - cfg.entropy_coef * (entropy * weights).sum()
+        loss.backward()
+        stats["train/loss"] += float(loss.detach())
+        per_token["clipped"] = clipped_tokens(logprobs.detach(), old, adv, cfg.clip_low, cfg.clip_high).float()
+        if first_epoch:  # sampling and training log-probs must agree; a gap means stale weights
+            gap = float(((logprobs.detach() - old).abs() * mask).max())
+            stats["train/logprob_gap"] = max(stats["train/logprob_gap"], gap)
+        for row, m in enumerate(chunk):
+            n = int(mask[row].sum())
+            prefix = f"node/{m.node_id}/"
+            stats[prefix + "tokens"] += n
+            for name, values in per_token.items():
+                stats[prefix + name + "_sum"] += float((values[row] * mask[row]).sum())
+            stats[prefix + "ratio_max"] = max(stats[prefix + "ratio_max"], float(per_token["ratio"][row, :n].max()))
+            stats[prefix + "adv_sum"] += float(adv[row])
+            stats[prefix + "adv_sq"] += float(adv[row]) ** 2
+            stats[prefix + "rows"] += 1
+
+
+def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tensor]:
+    node_tokens = torch.zeros(len(index))
+    for m in rows:
+        node_tokens[index[m.node_id]] += len(m.completion_ids)
+    return {"node_tokens": node_tokens, "tokens": node_tokens.sum(), "rows": torch.tensor(float(len(rows)))}
+
+
+STAT_NAMES = {"entropy": "entropy", "ratio": "ratio_mean", "kl": "kl", "clipped": "clip_frac"}
+
+
+def _finish(stats: dict[str, float], node_ids: list[str], num_rows: int, epochs: int) -> dict[str, float]:
+    """Per-node means (over tokens and epochs) from the accumulated sums, and their node average."""
+    out = {"train/loss": stats["train/loss"] / epochs, "train/grad_norm": stats.get("train/grad_norm", 0.0),
+           "train/rows_updated": float(num_rows), "train/logprob_gap": stats["train/logprob_gap"]}
+    for node_id in node_ids:
+        prefix = f"node/{node_id}/"
+        tokens, rows = stats[prefix + "tokens"], stats[prefix + "rows"]
+        if not rows:
+            continue
+        for key, name in STAT_NAMES.items():
+            if prefix + key + "_sum" in stats:
+                out[prefix + name] = stats[prefix + key + "_sum"] / max(tokens, 1)
+        mean = stats[prefix + "adv_sum"] / rows
+        out[prefix + "adv_mean"] = mean
+        out[prefix + "adv_std"] = max(stats[prefix + "adv_sq"] / rows - mean ** 2, 0.0) ** 0.5
+        out[prefix + "ratio_max"] = stats[prefix + "ratio_max"]
+        out[prefix + "grad_norm"] = stats[prefix + "grad_norm"]
+    for name in ("entropy", "kl", "clip_frac"):
+        values = [out[f"node/{n}/{name}"] for n in node_ids if f"node/{n}/{name}" in out]
+        if values:
+            out[f"train/{name}"] = sum(values) / len(values)
+    return out
