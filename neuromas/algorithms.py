@@ -72,11 +72,6 @@ def loss_weights(mode: str, node_index: torch.Tensor, mask: torch.Tensor, totals
     raise AssertionError(mode)
 
 
-def token_weights(node_index: torch.Tensor, mask: torch.Tensor, num_tokens_per_node: torch.Tensor) -> torch.Tensor:
-    """`loss_weights("node", ...)`: mask / num_tokens_per_node[node]. [B, T]."""
-    return loss_weights("node", node_index, mask, {"node_tokens": num_tokens_per_node})
-
-
 def clipped_surrogate_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                            weights: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
     """PPO's clipped surrogate: sum(-min(r * A, clip(r, 1 - lo, 1 + hi) * A) * w), r = exp(logp - old).
@@ -97,12 +92,6 @@ def clipped_tokens(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantage
     adv = advantages.unsqueeze(1)
     return ((ratio > 1 + clip_high) & (adv > 0)) | ((ratio < 1 - clip_low) & (adv < 0))
 
-
-def clip_fraction(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
-    """Fraction of real tokens whose clipped term is active. Scalar."""
-    clipped = clipped_tokens(logprobs, old_logprobs, advantages, clip_low, clip_high)
-    return (clipped.float() * mask).sum() / mask.sum().clamp(min=1)
 
 
 def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

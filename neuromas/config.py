@@ -164,7 +164,7 @@ class AlgorithmConfig:
     clip_low: float = 0.2  # clip: ratio floor 1 - clip_low
     clip_high: float = 0.2  # clip: ratio ceiling 1 + clip_high (e.g. 0.28 for "clip-higher")
     loss_agg: str = "node"  # node (each node's token mean, summed) | token (one token mean) | sequence
-    credit: str = "shared"  # shared | per_node | branch (see docs/credit.md)
+    credit: str = "shared"  # shared | per_node | branch (docs/algorithms.md)
     branch_per_question: int = 1  # branch: how many (episode, node) pairs are branched per question
     branch_samples: int = 2  # branch: resamples of the branched node (M)
     branch_shared: bool = False  # branch: also train un-branched messages with the shared advantage

@@ -62,7 +62,7 @@ def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, 
     elif cfg.credit == "shared" or cfg.branch_shared:
         out[:num_regular] = shared.unsqueeze(1)
     if cfg.credit == "branch":
-        for source, node_id, copies in episodes.branch_groups():
+        for source, node_id, copies in episodes.branches:
             trial = rewards[[source, *copies]].unsqueeze(0)  # [1, M + 1]: the original first
             loo = rloo_advantages(trial).squeeze(0)
             column = node_ids.index(node_id)

@@ -63,9 +63,6 @@ class Episodes:
     def num_episodes(self) -> int:
         return len(self.samples)
 
-    def branch_groups(self) -> list[tuple[int, str, list[int]]]:
-        return self.branches
-
     def answers(self) -> list[str]:
         """The sink's text of each episode, in episode order."""
         by_episode = {m.episode: m.text for m in self.messages if m.node_id == self.sink_id}

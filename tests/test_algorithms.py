@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from neuromas.algorithms import (gather_logprobs, grpo_advantages, kl_k3, policy_gradient_loss, rloo_advantages,
-                                 token_weights)
+from neuromas.algorithms import gather_logprobs, grpo_advantages, kl_k3, policy_gradient_loss, rloo_advantages
 
 
 def test_rloo_by_hand():
@@ -23,10 +22,12 @@ def test_grpo_by_hand():
     assert torch.equal(grpo_advantages(torch.ones(1, 3)), torch.zeros(1, 3))
 
 
-def test_token_weights_average_per_node():
+def test_node_weights_average_per_node():
+    from neuromas.algorithms import loss_weights
+
     node_index = torch.tensor([0, 0, 1])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    weights = token_weights(node_index, mask, torch.tensor([3.0, 4.0]))
+    weights = loss_weights("node", node_index, mask, {"node_tokens": torch.tensor([3.0, 4.0])})
     assert torch.allclose(weights, torch.tensor([[1 / 3, 1 / 3, 0], [1 / 3, 0, 0], [1 / 4, 1 / 4, 1 / 4]]))
 
 
@@ -116,14 +117,14 @@ def test_clipped_loss_equals_plain_at_ratio_one():
     (math.log(1.25), 1.0, False),  # inside the asymmetric range (clip_high 0.28)
 ])
 def test_clipped_gradients_vanish_outside_the_range(log_ratio, adv, grad_is_zero):
-    from neuromas.algorithms import clip_fraction, clipped_surrogate_loss
+    from neuromas.algorithms import clipped_surrogate_loss, clipped_tokens
 
     logprobs = torch.tensor([[log_ratio]], requires_grad=True)
     old, advantages = torch.zeros(1, 1), torch.tensor([adv])
     high = 0.28 if log_ratio == math.log(1.25) else 0.2
     clipped_surrogate_loss(logprobs, old, advantages, torch.ones(1, 1), 0.2, high).backward()
     assert (logprobs.grad.abs().item() == 0) == grad_is_zero
-    assert clip_fraction(logprobs.detach(), old, advantages, torch.ones(1, 1), 0.2, high).item() == float(grad_is_zero)
+    assert clipped_tokens(logprobs.detach(), old, advantages, 0.2, high).item() == grad_is_zero
 
 
 def test_kl_k1_and_entropy():
