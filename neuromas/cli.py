@@ -34,6 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     grow.add_argument("--noise", type=float, default=0.0, help="copy init: std of noise added to copied weights")
     grow.add_argument("--gate-steps", type=int, default=0, help="new nodes' gate ramps open over this many steps")
     grow.add_argument("--out", help="output directory (default: SOURCE/grown-<widths>)")
+    ev = commands.add_parser("eval", help="accuracy of a saved system, or of its baselines",
+                             description="Greedy accuracy and pass@k of a run's final system or a checkpoint.")
+    ev.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    ev.add_argument("--split", default="test", choices=["test", "validation"])
+    ev.add_argument("--samples", type=int, default=1, metavar="K", help="also report pass@K (K sampled rollouts)")
+    ev.add_argument("--questions", type=int, metavar="N", help="only the first N questions of the split")
+    ev.add_argument("--system", default="trained", choices=["trained", "untrained"],
+                    help="untrained: the same topology with fresh adapters (the base model in every node)")
+    ev.add_argument("--single-agent", action="store_true",
+                    help="one node with the same total trainable-parameter budget (rank computed)")
+    ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json)")
+    show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
+    show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
+    show.add_argument("--out", help="picture file, .png or .svg (default: topology.png beside the source)")
+    plot = commands.add_parser("plot", help="training curves of one or more runs",
+                               description="Reward, accuracy and per-node curves of runs, overlaid, to a PNG.")
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", help="PNG file (default: curves.png in the first run directory)")
     return parser
 
 
@@ -78,12 +96,49 @@ def grow(args: argparse.Namespace) -> None:
     print(f"neuromas: grown system in {out}; train it with: neuromas train {out / 'config.yaml'}", file=sys.stderr)
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    from neuromas.evaluate import EvalRequest, evaluate, format_table, write_result
+
+    if args.samples < 1 or (args.questions is not None and args.questions < 1):
+        raise NeuromasError("--samples and --questions must be at least 1")
+    source = Path(args.source)
+    result = evaluate(EvalRequest(source, args.split, args.samples, args.questions, args.system, args.single_agent))
+    out = Path(args.out) if args.out else source / f"eval-{args.split}-{result['system']}.json"
+    write_result(result, out)
+    print(format_table(result))
+    print(f"neuromas: result in {out}", file=sys.stderr)
+
+
+def show(args: argparse.Namespace) -> None:
+    from neuromas.pictures import draw_topology, topology_of
+
+    source = Path(args.source)
+    if not source.exists():
+        raise NeuromasError(f"{source} does not exist")
+    topology = topology_of(source)
+    out = Path(args.out) if args.out else (source.parent if source.is_file() else source) / "topology.png"
+    if out.suffix not in (".png", ".svg"):
+        raise NeuromasError(f"--out: {out} must end in .png or .svg")
+    print(topology.describe())
+    draw_topology(topology, out)
+    print(f"neuromas: picture in {out}", file=sys.stderr)
+
+
+def plot(args: argparse.Namespace) -> None:
+    from neuromas.pictures import plot_runs
+
+    runs = [Path(r) for r in args.runs]
+    out = Path(args.out) if args.out else runs[0] / "curves.png"
+    plot_runs(runs, out)
+    print(f"neuromas: curves in {out}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Raised inside peft on every adapter; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        {"train": train, "grow": grow}[args.command](args)
+        {"train": train, "grow": grow, "eval": evaluate, "show": show, "plot": plot}[args.command](args)
     except NeuromasError as e:
         print(f"neuromas: error: {e}", file=sys.stderr)
         return 2

@@ -216,6 +216,8 @@ class TrackingConfig:
     backend: str = "jsonl"  # jsonl | wandb | none (metrics.jsonl is written in every case)
     project: str = "neuromas"  # wandb project (WANDB_PROJECT wins when set)
     run_dir: Optional[str] = None  # default: runs/<recipe name>-<time>
+    transcripts_every: int = 5  # every N steps, full transcripts of a few episodes (0: never)
+    transcripts_per_step: int = 2  # how many episodes each time
 
     def __post_init__(self) -> None:
         _check_choice("tracking", "backend", self.backend, ("jsonl", "wandb", "none"))

@@ -30,10 +30,24 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
+    def transcripts(self, rows: list[dict], step: int) -> None:
+        """Full transcripts (task, every node's message, answer, reward) to transcripts.jsonl and wandb."""
+        with (self.path.parent / "transcripts.jsonl").open("a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+        if self._wandb is not None and rows:
+            import wandb
+
+            columns = ["question", "answer", "reward", "messages"]
+            table = wandb.Table(columns=columns, data=[[r["question"], r["answer"], r["reward"],
+                                                        json.dumps(r["messages"], indent=1)] for r in rows])
+            self._wandb.log({"transcripts": table}, step=step)
+
     def truncate_after(self, step: int) -> None:
         """Forget lines logged after `step` (a resumed run logs those steps again)."""
         self._file.close()
         truncate_jsonl(self.path, step)
+        truncate_jsonl(self.path.parent / "transcripts.jsonl", step)
         self._file = self.path.open("a")
 
     def close(self) -> None:

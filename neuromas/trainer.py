@@ -99,6 +99,9 @@ class Trainer:
         gate = gate_value(self.stage_step, stage.gate_steps) if self.new_nodes else 1.0
         metrics = {**self.train_step(self.step, gate), "growth/stage": float(self.stage_index), "growth/gate": gate}
         self.tracker.log(metrics, self.step)
+        every = cfg.tracking.transcripts_every
+        if every and self.step % every == 0:
+            self.tracker.transcripts(transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step), self.step)
         tqdm.write(self._summary(self.step, metrics))
         if cfg.eval.every and self.step % cfg.eval.every == 0:
             self._evaluate(self.step)
@@ -133,6 +136,7 @@ class Trainer:
                                                                  rewards[:episodes.num_regular], alg.baseline_decay)
             with timer("update"):
                 update_metrics = self.update(episodes, advantages)
+        self.last_rollout = (episodes, task_rewards)
         return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
                 **message_metrics(episodes, self.topology.node_ids), **extra, "credit/branched_episodes":
                 float(episodes.num_episodes - episodes.num_regular), **timer}
@@ -318,6 +322,13 @@ def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str
         if seen:
             out.update(summary(regular[seen], f"node/{node_id}/reward"))
     return out
+
+
+def transcripts(episodes: Episodes, rewards: torch.Tensor, count: int) -> list[dict]:
+    """The first `count` episodes as plain dicts: question, each node's message, answer, reward."""
+    return [{"question": episodes.samples[e].question, "reference": episodes.samples[e].answer,
+             "answer": episodes.answers()[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e))}
+            for e in range(min(count, episodes.num_regular))]
 
 
 def message_metrics(episodes: Episodes, node_ids: list[str]) -> dict[str, float]:

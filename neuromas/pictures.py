@@ -1,0 +1,116 @@
+"""Pictures: the topology (`neuromas show`) and training curves (`neuromas plot`), with matplotlib."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from neuromas.errors import NeuromasError  # noqa: E402
+from neuromas.topology import Topology  # noqa: E402
+
+
+def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
+    """Layers left to right, nodes labelled by id, the sink highlighted."""
+    positions = {}
+    for layer in topology.layers:
+        for node in layer:
+            positions[node.id] = (node.layer, (len(layer) - 1) / 2 - node.index)
+    height = max(topology.widths)
+    fig, ax = plt.subplots(figsize=(2.2 * topology.depth + 1, 1.1 * height + 1.2))
+    for src, dst in topology.edges:
+        (x0, y0), (x1, y1) = positions[src], positions[dst]
+        ax.annotate("", xy=(x1 - 0.17, y1), xytext=(x0 + 0.17, y0),
+                    arrowprops=dict(arrowstyle="->", color="0.55", lw=1.0, shrinkA=0, shrinkB=0))
+    for node_id, (x, y) in positions.items():
+        sink = node_id == topology.sink.id
+        ax.add_patch(plt.Circle((x, y), 0.17, color="#d95f02" if sink else "#1b9e77", zorder=3))
+        ax.text(x, y, node_id, ha="center", va="center", color="white", fontsize=8, zorder=4, weight="bold")
+    for l, width in enumerate(topology.widths):
+        ax.text(l, -(height - 1) / 2 - 0.6, f"layer {l}\n{width} node{'s' * (width > 1)}", ha="center",
+                va="top", fontsize=8, color="0.3")
+    ax.set_xlim(-0.5, topology.depth - 0.5)
+    ax.set_ylim(-(height - 1) / 2 - 1.2, (height - 1) / 2 + 0.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"widths {topology.widths}, {len(topology.edges)} edges (sink in orange)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def read_run(run_dir: Path) -> tuple[list[dict], list[int]]:
+    """(metrics lines, steps at which the system grew) of a run directory."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise NeuromasError(f"{run_dir} is not a run directory (no metrics.jsonl)")
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    growth = run_dir / "growth.jsonl"
+    grew = [json.loads(line)["step"] for line in growth.read_text().splitlines()] if growth.is_file() else []
+    return lines, grew
+
+
+def _series(lines: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(line["step"], line[key]) for line in lines if key in line]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
+    """Reward and accuracy (raw and moving average) and greedy eval accuracy per run;
+    per-node message length and reward; growth events as dashed lines."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    for i, run_dir in enumerate(run_dirs):
+        lines, grew = read_run(run_dir)
+        color = f"C{i}"
+        for ax, key in ((axes[0, 0], "reward/mean"), (axes[0, 1], "reward/accuracy")):
+            steps, values = _series(lines, key)
+            ax.plot(steps, values, color=color, alpha=0.25)
+            ax.plot(steps, _moving_average(values, smooth), color=color, label=run_dir.name)
+            ax.set_title(f"{key} (faint: per step; line: mean of {smooth})", fontsize=9)
+        steps, values = _series(lines, "eval/accuracy")
+        axes[0, 1].plot(steps, values, "o--", color=color, label=f"{run_dir.name} eval (greedy)")
+        node_keys = sorted({k for line in lines for k in line if k.startswith("node/") and k.endswith("/msg_tokens")})
+        for j, key in enumerate(node_keys):
+            steps, values = _series(lines, key)
+            axes[1, 0].plot(steps, _moving_average(values, smooth), color=color, alpha=1 - 0.5 * j / max(1, len(node_keys)),
+                            label=f"{run_dir.name} {key.split('/')[1]}")
+            steps, values = _series(lines, key.replace("msg_tokens", "reward/mean"))
+            axes[1, 1].plot(steps, _moving_average(values, smooth), color=color,
+                            alpha=1 - 0.5 * j / max(1, len(node_keys)), label=f"{run_dir.name} {key.split('/')[1]}")
+        for ax in axes.flat:
+            for step in grew:
+                ax.axvline(step + 0.5, color=color, ls=":", lw=1)
+    axes[1, 0].set_title("message length per node (tokens)", fontsize=9)
+    axes[1, 1].set_title("reward per node (episodes it took part in)", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.suptitle("dotted lines: growth events", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
+
+
+def topology_of(source: Path) -> Topology:
+    """The topology of a recipe (its first stage), a run directory or a checkpoint."""
+    from neuromas import checkpoint as ckpt
+    from neuromas.config import load_config
+    from neuromas.surgery import find_system
+
+    if source.is_file():
+        return Topology.from_config(load_config(source).topology)
+    system, _ = find_system(source)
+    state = ckpt.read_state(system)
+    return Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+
