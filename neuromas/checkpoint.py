@@ -68,6 +68,14 @@ def prune(directory: Path, keep_last: int) -> None:
         shutil.rmtree(old)
 
 
+def system_dir(source: Path) -> Path:
+    """The directory holding a saved system: a run's final ``adapters/``, or a checkpoint."""
+    system = source / "adapters" if (source / "adapters" / STATE_FILE).is_file() else source
+    if not (system / STATE_FILE).is_file():
+        raise NeuromasError(f"{source} is neither a finished run directory nor a checkpoint")
+    return system
+
+
 def read_state(checkpoint: Path) -> dict:
     path = checkpoint / STATE_FILE
     if not path.is_file():

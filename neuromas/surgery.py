@@ -16,9 +16,7 @@ from neuromas.topology import Topology
 def find_system(source: Path) -> tuple[Path, Path]:
     """(directory with trainer_state.json and the adapters, the run's config.yaml) for a run
     directory (its final adapters) or a checkpoint inside one."""
-    system = source / "adapters" if (source / "adapters" / ckpt.STATE_FILE).is_file() else source
-    if not (system / ckpt.STATE_FILE).is_file():
-        raise NeuromasError(f"{source} is neither a finished run directory nor a checkpoint")
+    system = ckpt.system_dir(source)
     for parent in (system, *system.parents[:3]):
         if (parent / "config.yaml").is_file():
             return system, parent / "config.yaml"

@@ -30,6 +30,12 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
+    def image(self, key: str, path: Path, step: int) -> None:
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({key: wandb.Image(str(path))}, step=step)
+
     def transcripts(self, rows: list[dict], step: int) -> None:
         """Full transcripts (task, every node's message, answer, reward) to transcripts.jsonl and wandb."""
         with (self.path.parent / "transcripts.jsonl").open("a") as f:

@@ -25,6 +25,7 @@ from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.errors import NeuromasError
 from neuromas.growth import (carry_optimizer_state, gate_value, grow_agents, load_adapter_states,
                              named_optimizer_state, plan_growth)
+from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
 from neuromas.tasks import build_task
@@ -65,12 +66,13 @@ class Trainer:
         self.step, self.stage_index, self.stage_step, self.attempt = 0, 0, 0, 0
         self.new_nodes: frozenset[str] = frozenset()
         self.best_validation, self.stale_validations = None, 0
+        start = self._check_start(Path(cfg.train.init_from)) if cfg.train.init_from else None
         run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.train.init_from:
-            self._start_from(Path(cfg.train.init_from))
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
         self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
+        self._record_topology()
+        if start is not None:
+            self._start_from(*start)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.agents.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
@@ -233,7 +235,12 @@ class Trainer:
         self.topology, self.new_nodes = topology, new_nodes
         self.engine.agents = self.agents
         self.engine.set_topology(topology, new_nodes)
-        (self.run_dir / "topology.txt").write_text(topology.describe() + "\n")
+        self._record_topology()
+
+    def _record_topology(self) -> None:
+        (self.run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
+        picture = draw_topology(self.topology, self.run_dir / "topology.png")
+        self.tracker.image("topology", picture, self.step)
 
     def _roll_back(self, stage: StageConfig, validation: float, parent: float) -> None:
         inits = [stage.init, *self.cfg.growth.retry_inits]
@@ -278,12 +285,17 @@ class Trainer:
         truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
         tqdm.write(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
 
-    def _start_from(self, path: Path) -> None:
-        """Begin from another run's adapters (e.g. a hand-grown system); its new nodes stay gated."""
+    def _check_start(self, source: Path) -> tuple[Path, dict]:
+        """The saved system `train.init_from` names, checked against this run's first topology."""
+        path = ckpt.system_dir(source)
         state = ckpt.read_state(path)
         if state["topology"] != self.topology.to_dict():
-            raise NeuromasError(f"train.init_from: {path} holds topology {state['topology']['widths']}, "
+            raise NeuromasError(f"train.init_from: {source} holds topology {state['topology']['widths']}, "
                                 f"but this run starts with {self.topology.widths}")
+        return path, state
+
+    def _start_from(self, path: Path, state: dict) -> None:
+        """Begin from another run's adapters (e.g. a hand-grown system); its new nodes stay gated."""
         load_adapter_states(self.agents, ckpt.adapter_states_from(path, self.topology.node_ids))
         self._use_topology(self.topology, frozenset(state.get("new_nodes", [])))
 

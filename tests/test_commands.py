@@ -68,3 +68,57 @@ def test_show_and_plot_write_pictures(tiny_run, tmp_path, capsys):
 def test_command_errors(tiny_run, capsys, args, message):
     assert main([a.replace("RUN", str(tiny_run)) for a in args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sigkill_mid_run_loses_at_most_the_steps_since_the_last_checkpoint(tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "neuromas", "train", str(QUICKSTART),
+            *tiny_overrides(tiny_model_dir, run, **{"train.steps": 40, "checkpoint.every": 2, "eval.num_questions": 0})]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step_4").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    checkpoints = [p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".tmp")]
+    latest = max(int(name.split("_")[1]) for name in checkpoints)
+    done = subprocess.run(args + ["--resume", str(run)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / f'step_{latest}'}" in done.stdout + done.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "reward/mean" in line]
+    assert steps == list(range(1, 41))  # every step once: the lost ones ran again, nothing twice
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    import errno
+
+    from neuromas.agents import Agents
+    from neuromas.config import load_config
+    from neuromas.errors import NeuromasError
+    from neuromas.trainer import Trainer
+
+    trainer = Trainer(load_config(QUICKSTART, tiny_overrides(tiny_model_dir, tmp_path / "run")), tmp_path / "run")
+    good = trainer.save(tmp_path / "run" / "checkpoints" / "step_1")
+    before = sorted(p.name for p in good.rglob("*"))
+
+    def disk_full(self, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Agents, "save", disk_full)
+    with pytest.raises(NeuromasError, match="No space left on device"):
+        trainer.save(tmp_path / "run" / "checkpoints" / "step_1")
+    assert sorted(p.name for p in good.rglob("*")) == before
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+def test_init_from_a_different_topology_is_an_error(tiny_run, tmp_path, capsys):
+    overrides = [f"train.init_from={tiny_run}", "topology.widths=[3,1]", f"tracking.run_dir={tmp_path / 'r'}"]
+    config = tiny_run / "config.yaml"
+    assert main(["train", str(config), *overrides]) == 2
+    assert "holds topology [2, 1]" in capsys.readouterr().err
