@@ -122,8 +122,23 @@ class Agents:
 
     def encode(self, messages: list[dict[str, str]]) -> torch.Tensor:
         """Chat messages -> prompt token ids [P] ending with the assistant header."""
+        return self.encode_with_spans(messages, [])[0]
+
+    def encode_with_spans(self, messages: list[dict[str, str]], find: list[tuple[str, str]]
+                          ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Prompt ids and, for each (block, part) of `find`, the token span [start, end) of `part`
+        inside the next occurrence of `block` in the rendered text (blocks in order)."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=bool(find))
+        spans, cursor = [], 0
+        for block, part in find:
+            at = text.find(block, cursor)
+            assert at >= 0 and part in block, "an input message must appear verbatim in its reader's prompt"
+            start = at + block.index(part)
+            end, cursor = start + len(part), at + len(block)
+            tokens = [i for i, (a, b) in enumerate(encoded.offset_mapping) if a < end and b > start]
+            spans.append((tokens[0], tokens[-1] + 1) if tokens else (0, 0))
+        return torch.tensor(encoded.input_ids, dtype=torch.long), spans
 
     def decode(self, ids: torch.Tensor) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -155,6 +170,31 @@ class Agents:
         length = int(stops[0]) + 1 if len(stops) else len(tokens)
         return Generation(tokens[:length].clone(), None if logprobs is None else logprobs[:length].clone(),
                           truncated=not len(stops))
+
+    def input_salience(self, prompts: list[torch.Tensor], completions: list[torch.Tensor], node_ids: list[str],
+                       spans: list[dict[str, tuple[int, int]]], agg: str, temperature: float = 1.0
+                       ) -> list[dict[str, float]]:
+        """How much each upstream message in a prompt moved the log-probability of the node's own
+        completion: the gradient of sum(log p(completion)) with respect to the input embeddings,
+        aggregated over each message's token span (GBC/AgentChord). One forward/backward."""
+        batch = pack(prompts, completions, self.tokenizer.pad_token_id)
+        embeds = self.model.get_input_embeddings()(batch.input_ids.to(self.device)).detach().requires_grad_(True)
+        width = batch.completion_ids.shape[1]
+        logits = self.model(inputs_embeds=embeds, attention_mask=batch.attention_mask.to(self.device),
+                            position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1,
+                            use_cache=False, adapter_names=list(node_ids)).logits[:, :-1]
+        logprobs = gather_logprobs(logits, batch.completion_ids.to(self.device), temperature)
+        (grad,) = torch.autograd.grad((logprobs * batch.completion_mask.to(self.device)).sum(), embeds)
+        out = []
+        for row, row_spans in enumerate(spans):
+            shift = batch.input_ids.shape[1] - width - len(prompts[row])  # left padding
+            scores = {}
+            for src, (start, end) in row_spans.items():
+                g, x = grad[row, shift + start:shift + end], embeds.detach()[row, shift + start:shift + end]
+                per_token = (g * x).sum(-1).abs() if agg == "grad_x_input" else g.abs().sum(-1)
+                scores[src] = float(per_token.max() if agg == "l1_max" else per_token.mean()) if len(g) else 0.0
+            out.append(scores)
+        return out
 
     def completion_logprobs(self, prompts: list[torch.Tensor], completions: list[torch.Tensor],
                             node_ids: list[str] | None, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,6 +135,8 @@ def plot(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # step lines reach log files (nohup, SLURM) as they happen
+        sys.stdout.reconfigure(line_buffering=True)
     # Raised inside peft on every adapter; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:

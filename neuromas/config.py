@@ -168,6 +168,8 @@ class AlgorithmConfig:
     branch_per_question: int = 1  # branch: how many (episode, node) pairs are branched per question
     branch_samples: int = 2  # branch: resamples of the branched node (M)
     branch_shared: bool = False  # branch: also train un-branched messages with the shared advantage
+    attribution_agg: str = "l1_mean"  # attribution: per message, l1_mean | l1_max of the gradient, or grad_x_input
+    attribution_top_k: Optional[int] = None  # attribution: keep each node's k most salient inputs
     kl_coef: float = 0.0  # weight of the KL to the base model (adapters disabled)
     kl_estimator: str = "k3"  # k1 | k3
     kl_in: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
@@ -178,10 +180,12 @@ class AlgorithmConfig:
         _check_choice(sec, "advantage", self.advantage, ("rloo", "grpo", "dr_grpo", "reinforce"))
         _check_choice(sec, "loss", self.loss, ("pg", "clip"))
         _check_choice(sec, "loss_agg", self.loss_agg, ("node", "token", "sequence"))
-        _check_choice(sec, "credit", self.credit, ("shared", "per_node", "branch"))
+        _check_choice(sec, "credit", self.credit, ("shared", "per_node", "branch", "attribution"))
+        _check_choice(sec, "attribution_agg", self.attribution_agg, ("l1_mean", "l1_max", "grad_x_input"))
         _check_choice(sec, "kl_estimator", self.kl_estimator, ("k1", "k3"))
         _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
-        _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip")
+        _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip",
+                        "attribution_top_k")
         _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", allow_zero=True)
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"algorithm.baseline_decay: must be in [0, 1), got {self.baseline_decay}")

@@ -9,6 +9,13 @@
   then judged against its own siblings: leave-one-out over the M + 1 rewards. Only branched
   messages are trained (pure counterfactual credit), unless `branch_shared` gives every other
   message the shared advantage too; re-run downstream messages are never trained.
+- attribution: gradient-based connection weights (GBC/AgentChord). For each message, the
+  gradient of its node's log-probability of that message with respect to the embeddings of
+  the upstream messages in its prompt gives each input a salience (mean or max L1 norm over
+  the span, or |gradient x input|); normalised over a node's inputs (optionally its top k)
+  these are shares that sum to 1. From the sink (weight 1), a node's weight is the sum over
+  its readers of reader weight x share, and its advantage is the episode's advantage times
+  its weight times its layer's width (so with full connectivity the mean scale is 1).
 With one final reward per episode, per-node grouping of K full-system samples equals
 per-question grouping: only `branch` (and gates, for `per_node`) separates nodes' credit.
 """
@@ -50,8 +57,9 @@ def plan_branches(node_ids: list[str], num_questions: int, samples_per_question:
 
 
 def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, node_ids: list[str],
-               samples_per_question: int, state: CreditState) -> torch.Tensor:
-    """Advantages [E_total, N] (E_total counts branch copies; their rows are 0 unless branched)."""
+               samples_per_question: int, state: CreditState, shares=None, widths=None) -> torch.Tensor:
+    """Advantages [E_total, N] (E_total counts branch copies; their rows are 0 unless branched).
+    `shares` and `widths` (node -> its layer's width): attribution mode only."""
     num_regular = episodes.num_regular
     regular = rewards[:num_regular]
     shared = group_advantages(cfg, regular.view(-1, samples_per_question), state).flatten()
@@ -59,8 +67,10 @@ def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, 
     if cfg.credit == "per_node":
         for n, node_id in enumerate(node_ids):
             out[:num_regular, n] = _node_advantages(cfg, episodes, regular, node_id, samples_per_question)
-    elif cfg.credit == "shared" or cfg.branch_shared:
+    elif cfg.credit in ("shared", "attribution") or cfg.branch_shared:
         out[:num_regular] = shared.unsqueeze(1)
+    if cfg.credit == "attribution":
+        _attribution(out, episodes, shares, node_ids, widths)
     if cfg.credit == "branch":
         for source, node_id, copies in episodes.branches:
             trial = rewards[[source, *copies]].unsqueeze(0)  # [1, M + 1]: the original first
@@ -69,6 +79,49 @@ def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, 
             out[source, column] = loo[0]
             out[copies, column] = loo[1:]
     return out
+
+
+def attribution_shares(agents, episodes: Episodes, cfg: AlgorithmConfig, temperature: float,
+                       micro_batch_size: int) -> dict[tuple[int, str], dict[str, float]]:
+    """(episode, node) -> {upstream node: share}, shares of one reader summing to 1."""
+    readers = [m for m in episodes.messages if m.input_spans and m.episode < episodes.num_regular]
+    shares = {}
+    for start in range(0, len(readers), micro_batch_size):
+        chunk = readers[start:start + micro_batch_size]
+        scores = agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
+                                       [m.node_id for m in chunk], [m.input_spans for m in chunk],
+                                       cfg.attribution_agg, temperature)
+        for m, score in zip(chunk, scores):
+            shares[m.episode, m.node_id] = normalise_shares(score, cfg.attribution_top_k)
+    return shares
+
+
+def normalise_shares(scores: dict[str, float], top_k: int | None) -> dict[str, float]:
+    """Scores -> shares summing to 1 over the top-k inputs (equal shares when all are 0)."""
+    kept = sorted(scores, key=scores.get, reverse=True)[:top_k] if top_k else list(scores)
+    total = sum(scores[k] for k in kept)
+    return {k: (scores[k] / total if total > 0 else 1 / len(kept)) if k in kept else 0.0 for k in scores}
+
+
+def attribution_weights(sink_id: str, order: list[str], shares: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Weights of one episode's nodes: the sink 1; any other node the sum over its readers of
+    reader weight x the share the reader gave it. `order`: the episode's nodes, sink last."""
+    weights = {node: 0.0 for node in order}
+    weights[sink_id] = 1.0
+    for reader in reversed(order):
+        for src, share in shares.get(reader, {}).items():
+            weights[src] += weights[reader] * share
+    return weights
+
+
+def _attribution(out: torch.Tensor, episodes: Episodes, shares, node_ids: list[str], widths: dict[str, int]) -> None:
+    """Scale each regular episode's advantages by its nodes' attribution weights, in place."""
+    for e in range(episodes.num_regular):
+        order = [m.node_id for m in episodes.messages if m.episode == e]
+        weights = attribution_weights(episodes.sink_id, order, {n: shares.get((e, n), {}) for n in order})
+        for node, weight in weights.items():
+            scale = 1.0 if node == episodes.sink_id else weight * widths[node]
+            out[e, node_ids.index(node)] *= scale
 
 
 def _node_advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, node_id: str,

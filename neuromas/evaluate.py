@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from neuromas import checkpoint as ckpt
 from neuromas.agents import Agents
@@ -92,17 +93,23 @@ def _single_agent(agents: Agents, cfg: Config, system_params: int):
 
 
 @torch.no_grad()
+def _correct(engine: RolloutEngine, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
+    """[Q, k] bool: which rollouts answered correctly, in chunks with a progress bar."""
+    chunk = max(1, engine.cfg.micro_batch_size // k)
+    out = []
+    for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True):
+        episodes = engine.run(questions[start:start + chunk], samples_per_question=k, greedy=greedy)
+        out.append((task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k))
+    return torch.cat(out)
+
+
 def _greedy(engine: RolloutEngine, task, questions) -> float:
-    episodes = engine.run(questions, samples_per_question=1, greedy=True)
-    return float((task.score(episodes.answers(), episodes.samples) >= 1.0).float().mean())
+    return float(_correct(engine, task, questions, 1, True, "eval greedy").float().mean())
 
 
-@torch.no_grad()
 def _pass_at_k(engine: RolloutEngine, task, questions, k: int, seed: int) -> float:
     torch.manual_seed(seed)
-    episodes = engine.run(questions, samples_per_question=k)
-    correct = (task.score(episodes.answers(), episodes.samples) >= 1.0).view(len(questions), k)
-    return float(correct.any(dim=1).float().mean())
+    return float(_correct(engine, task, questions, k, False, f"eval pass@{k}").any(dim=1).float().mean())
 
 
 def format_table(result: dict) -> str:

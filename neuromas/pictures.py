@@ -76,12 +76,12 @@ def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
         axes[0, 1].plot(steps, values, "o--", color=color, label=f"{run_dir.name} eval (greedy)")
         node_keys = sorted({k for line in lines for k in line if k.startswith("node/") and k.endswith("/msg_tokens")})
         for j, key in enumerate(node_keys):
-            steps, values = _series(lines, key)
-            axes[1, 0].plot(steps, _moving_average(values, smooth), color=color, alpha=1 - 0.5 * j / max(1, len(node_keys)),
-                            label=f"{run_dir.name} {key.split('/')[1]}")
-            steps, values = _series(lines, key.replace("msg_tokens", "reward/mean"))
-            axes[1, 1].plot(steps, _moving_average(values, smooth), color=color,
-                            alpha=1 - 0.5 * j / max(1, len(node_keys)), label=f"{run_dir.name} {key.split('/')[1]}")
+            style = dict(color=color, alpha=1 - 0.5 * j / max(1, len(node_keys)))
+            label = f"{run_dir.name} {key.split('/')[1]}"
+            for ax, metric in ((axes[1, 0], key), (axes[1, 1], key.replace("msg_tokens", "reward/mean"))):
+                # Growth renames nodes (L0N0 may become L1N0): one line per stage, not across it.
+                for k, (steps, values) in enumerate(_stages(*_series(lines, metric), grew)):
+                    ax.plot(steps, _moving_average(values, smooth), label=label if k == 0 else None, **style)
         for ax in axes.flat:
             for step in grew:
                 ax.axvline(step + 0.5, color=color, ls=":", lw=1)
@@ -95,6 +95,17 @@ def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _stages(steps: list[int], values: list[float], grew: list[int]) -> list[tuple[list[int], list[float]]]:
+    """Split a series at the steps after which the system grew."""
+    bounds = [0, *sorted(grew), float("inf")]
+    out = []
+    for low, high in zip(bounds, bounds[1:]):
+        part = [(s, v) for s, v in zip(steps, values) if low < s <= high]
+        if part:
+            out.append(([s for s, _ in part], [v for _, v in part]))
+    return out
 
 
 def _moving_average(values: list[float], window: int) -> list[float]:

@@ -44,12 +44,15 @@ class PromptBuilder:
         return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
 
     def _inputs(self, inputs: dict[str, str]) -> str:
-        blocks = []
-        for src in sorted(inputs, key=_order):
-            node = parse_node_id(src)
-            text = inputs[src].strip() or self.cfg.empty_message
-            blocks.append(self.cfg.input_block.format(layer=node.layer + 1, index=node.index + 1, text=text))
-        return "".join(blocks)
+        return "".join(self.input_block(src, inputs[src]) for src in sorted(inputs, key=_order))
+
+    def input_block(self, node_id: str, text: str) -> str:
+        node = parse_node_id(node_id)
+        return self.cfg.input_block.format(layer=node.layer + 1, index=node.index + 1, text=self.rendered_input(text))
+
+    def rendered_input(self, text: str) -> str:
+        """An upstream message as it appears in its reader's prompt."""
+        return text.strip() or self.cfg.empty_message
 
     def _check_templates(self) -> None:
         """Render every template once with dummy values so a typo fails at startup, naming the field."""

@@ -31,6 +31,7 @@ class Message:
     logprobs: torch.Tensor | None  # [C] fp32 sampling log-probs; None for greedy rollouts
     text: str
     truncated: bool
+    input_spans: dict[str, tuple[int, int]]  # upstream node id -> its message's token span in prompt_ids
 
 
 @dataclass(frozen=True)
@@ -123,21 +124,27 @@ class RolloutEngine:
             if not rows:
                 continue  # a new layer gated out of every episode
             lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
-            prompts = [self._prompt(node.id, samples[e].question, lookup, e, full[e]) for e, node in rows]
-            generations = self._generate(prompts, [node.id for _, node in rows], greedy)
-            for (e, node), prompt, gen in zip(rows, prompts, generations):
+            encoded = [self._prompt(node.id, samples[e].question, lookup, e, full[e]) for e, node in rows]
+            generations = self._generate([p for p, _ in encoded], [node.id for _, node in rows], greedy)
+            for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
                 text = self.agents.decode(gen.completion_ids)
                 texts[e, node.id] = text
-                messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated))
+                messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated,
+                                        spans))
         return Episodes(samples, group_ids, messages, self.topology.sink.id, full, num_regular, groups)
 
-    def _prompt(self, node_id: str, question: str, text_of, episode: int, full: bool) -> torch.Tensor:
-        """Render a node's prompt from the view its episode runs (positions as in that view)."""
+    def _prompt(self, node_id: str, question: str, text_of, episode: int, full: bool):
+        """A node's prompt ids, rendered from the view its episode runs (positions as in that
+        view), and the token span of each upstream message in it."""
         view, id_map = self._views[full]
         to_own = {v: k for k, v in id_map.items()}
         node = parse_node_id(id_map[node_id])
-        inputs = {src: text_of(episode, to_own[src]) for src in view.predecessors(node.id)}
-        return self.agents.encode(self.prompts.messages(view, node, question, inputs))
+        sources = view.predecessors(node.id)  # rendered in this order
+        inputs = {src: text_of(episode, to_own[src]) for src in sources}
+        find = [(self.prompts.input_block(src, inputs[src]), self.prompts.rendered_input(inputs[src]))
+                for src in sources]
+        ids, spans = self.agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
+        return ids, {to_own[src]: span for src, span in zip(sources, spans)}
 
     def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool):
         out = []

@@ -132,13 +132,20 @@ class Trainer:
                 if alg.kl_coef > 0 and alg.kl_in == "reward":
                     kl = self._episode_kl(episodes)
                     rewards, extra["train/kl_penalty"] = rewards - alg.kl_coef * kl, float(kl.mean())
-                advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids, k, self.credit_state)
+                shares = widths = None
+                if alg.credit == "attribution":
+                    shares = credit.attribution_shares(self.agents, episodes, alg, cfg.rollout.temperature,
+                                                       cfg.train.micro_batch_size)
+                    widths = {n.id: self.topology.widths[n.layer] for n in self.topology.nodes}
+                advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids, k, self.credit_state,
+                                               shares, widths)
                 if alg.advantage == "reinforce":
                     self.credit_state.baseline = update_baseline(self.credit_state.baseline,
                                                                  rewards[:episodes.num_regular], alg.baseline_decay)
             with timer("update"):
                 update_metrics = self.update(episodes, advantages)
         self.last_rollout = (episodes, task_rewards)
+        extra["reward/errors"] = float(self.task.num_reward_errors)  # answers a raising reward scored 0, so far
         return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
                 **message_metrics(episodes, self.topology.node_ids), **extra, "credit/branched_episodes":
                 float(episodes.num_episodes - episodes.num_regular), **timer}

@@ -17,7 +17,7 @@ NODES = ["L0N0", "L0N1", "L1N0"]
 def fake_episodes(present: dict[str, list[int]], num_episodes: int, branches=()) -> Episodes:
     """Episodes with messages only where `present` says; token contents do not matter here."""
     one = torch.tensor([1])
-    messages = [Message(e, node, one, one, torch.zeros(1), "", False) for node, eps in present.items() for e in eps]
+    messages = [Message(e, node, one, one, torch.zeros(1), "", False, {}) for node, eps in present.items() for e in eps]
     return Episodes([None] * num_episodes, torch.zeros(num_episodes).long(), messages, "L1N0", [True] * num_episodes,
                     num_regular=num_episodes - sum(len(c) for _, _, c in branches), branches=list(branches))
 
@@ -116,6 +116,7 @@ def test_branch_copies_share_upstream_messages(tiny_model_dir):
     ["algorithm.loss=clip", "algorithm.epochs=2", "algorithm.loss_agg=token"],
     ["algorithm.advantage=reinforce", "algorithm.kl_coef=0.1", "algorithm.kl_in=reward", "algorithm.kl_estimator=k1"],
     ["algorithm.advantage=dr_grpo", "algorithm.entropy_coef=0.01", "algorithm.loss_agg=sequence"],
+    ["algorithm.credit=attribution", "algorithm.attribution_top_k=1"],
 ])
 def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     from test_trainer import make_trainer
@@ -126,3 +127,46 @@ def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     assert "node/L0N0/entropy" in metrics or metrics["train/rows_updated"] == 0
     if "algorithm.credit=branch" in overrides:
         assert metrics["credit/branched_episodes"] == 2 * 2
+
+
+def test_shares_normalise_with_top_k():
+    assert credit.normalise_shares({"a": 3.0, "b": 1.0}, None) == {"a": 0.75, "b": 0.25}
+    assert credit.normalise_shares({"a": 3.0, "b": 1.0, "c": 2.0}, 2) == {"a": 0.6, "b": 0.0, "c": 0.4}
+    assert credit.normalise_shares({"a": 0.0, "b": 0.0}, None) == {"a": 0.5, "b": 0.5}
+
+
+def test_attribution_weights_propagate_from_the_sink():
+    shares = {"L2N0": {"L1N0": 0.75, "L1N1": 0.25},
+              "L1N0": {"L0N0": 0.5, "L0N1": 0.5}, "L1N1": {"L0N0": 1.0, "L0N1": 0.0}}
+    order = ["L0N0", "L0N1", "L1N0", "L1N1", "L2N0"]
+    weights = credit.attribution_weights("L2N0", order, shares)
+    assert weights == pytest.approx({"L2N0": 1.0, "L1N0": 0.75, "L1N1": 0.25, "L0N0": 0.625, "L0N1": 0.375})
+
+
+def test_attribution_on_a_tiny_model(tiny_model_dir):
+    from neuromas.config import PromptsConfig, RolloutConfig
+    from neuromas.prompts import PromptBuilder
+    from neuromas.rollout import RolloutEngine
+    from test_agents import make_agents
+
+    edges = [["L0N0", "L1N0"], ["L0N1", "L1N0"], ["L0N1", "L2N0"], ["L1N0", "L2N0"]]
+    topology = Topology.from_config(TopologyConfig(widths=[2, 1, 1], connectivity="edges", edges=edges))
+    agents = make_agents(tiny_model_dir, nodes=topology.node_ids)
+    engine = RolloutEngine(RolloutConfig(max_new_tokens=4), agents, topology,
+                           PromptBuilder(PromptsConfig(), "Put the final answer in \\boxed{}."))
+    torch.manual_seed(0)
+    episodes = engine.run(build_task(TaskConfig()).train_batch(0, 2), 2)
+    for m in episodes.messages:  # each span decodes to the upstream message as rendered
+        for src, (start, end) in m.input_spans.items():
+            upstream = next(u for u in episodes.messages if u.episode == m.episode and u.node_id == src)
+            assert agents.decode(m.prompt_ids[start:end]).strip() == (upstream.text.strip() or "(no text)")
+    for agg in ("l1_mean", "l1_max", "grad_x_input"):
+        shares = credit.attribution_shares(agents, episodes, AlgorithmConfig(attribution_agg=agg), 1.0, 3)
+        for e in range(4):
+            assert set(shares[e, "L2N0"]) == {"L0N1", "L1N0"}  # L0N0 is not in the sink's prompt: no share
+            for reader in ("L1N0", "L2N0"):
+                assert sum(shares[e, reader].values()) == pytest.approx(1.0)
+                assert all(v > 0 for v in shares[e, reader].values())
+    weights = credit.attribution_weights("L2N0", ["L0N0", "L0N1", "L1N0", "L2N0"],
+                                         {n: shares[0, n] for n in ("L1N0", "L2N0")})
+    assert weights["L0N0"] == pytest.approx(shares[0, "L2N0"]["L1N0"] * shares[0, "L1N0"]["L0N0"])
