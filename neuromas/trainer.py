@@ -47,7 +47,7 @@ class Timer(dict):
 class Trainer:
     """Runs a recipe's stages: train, validate, grow, train again. Resumable from any checkpoint."""
 
-    def __init__(self, cfg: Config, run_dir: Path, agents: Agents | None = None):
+    def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
         self.run_dir = run_dir
         random.seed(cfg.train.seed)
@@ -56,7 +56,7 @@ class Trainer:
         self.topology = Topology.from_config(self.stages[0].topology)
         self.task = build_task(cfg.task)
         all_ids = sorted({i for st in self.stages for i in Topology.from_config(st.topology).node_ids})
-        self.agents = agents or Agents.build(cfg.model, cfg.agents, self.topology.node_ids, all_ids)
+        self.agents = Agents.build(cfg.model, cfg.agents, self.topology.node_ids, all_ids)
         self.engine = RolloutEngine(cfg.rollout, self.agents, self.topology,
                                     PromptBuilder(cfg.prompts, self.task.answer_format))
         self.optimizer = self._new_optimizer()
@@ -120,28 +120,14 @@ class Trainer:
         k = cfg.rollout.samples_per_question
         with timer("step"):
             questions = self.task.train_batch(step - 1, cfg.train.questions_per_step)
-            branches = credit.plan_branches(self.topology.node_ids, len(questions), k, alg.branch_per_question,
-                                     alg.branch_samples, step) if alg.credit == "branch" else []
+            branches = [] if alg.credit != "branch" else credit.plan_branches(
+                self.topology.node_ids, len(questions), k, alg.branch_per_question, alg.branch_samples, step)
             with timer("rollout"):
                 episodes = self.engine.run(questions, k, gate=gate, branches=branches)
             with timer("reward"):
                 task_rewards = self.task.score(episodes.answers(), episodes.samples)
             with timer("credit"):
-                rewards = shape_rewards(task_rewards, alg.reward_scale, alg.reward_clip)
-                extra = {}
-                if alg.kl_coef > 0 and alg.kl_in == "reward":
-                    kl = self._episode_kl(episodes)
-                    rewards, extra["train/kl_penalty"] = rewards - alg.kl_coef * kl, float(kl.mean())
-                shares = widths = None
-                if alg.credit == "attribution":
-                    shares = credit.attribution_shares(self.agents, episodes, alg, cfg.rollout.temperature,
-                                                       cfg.train.micro_batch_size)
-                    widths = {n.id: self.topology.widths[n.layer] for n in self.topology.nodes}
-                advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids, k, self.credit_state,
-                                               shares, widths)
-                if alg.advantage == "reinforce":
-                    self.credit_state.baseline = update_baseline(self.credit_state.baseline,
-                                                                 rewards[:episodes.num_regular], alg.baseline_decay)
+                advantages, extra = self._credit(episodes, task_rewards)
             with timer("update"):
                 update_metrics = self.update(episodes, advantages)
         self.last_rollout = (episodes, task_rewards)
@@ -149,6 +135,26 @@ class Trainer:
         return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
                 **message_metrics(episodes, self.topology.node_ids), **extra, "credit/branched_episodes":
                 float(episodes.num_episodes - episodes.num_regular), **timer}
+
+    def _credit(self, episodes: Episodes, task_rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rewards -> advantages [E, N] by the configured credit mode, and the metrics it adds."""
+        cfg, alg = self.cfg, self.cfg.algorithm
+        rewards = shape_rewards(task_rewards, alg.reward_scale, alg.reward_clip)
+        extra = {}
+        if alg.kl_coef > 0 and alg.kl_in == "reward":
+            kl = self._episode_kl(episodes)
+            rewards, extra["train/kl_penalty"] = rewards - alg.kl_coef * kl, float(kl.mean())
+        shares = widths = None
+        if alg.credit == "attribution":
+            shares = credit.attribution_shares(self.agents, episodes, alg, cfg.rollout.temperature,
+                                               cfg.train.micro_batch_size)
+            widths = {n.id: self.topology.widths[n.layer] for n in self.topology.nodes}
+        advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids,
+                                       cfg.rollout.samples_per_question, self.credit_state, shares, widths)
+        if alg.advantage == "reinforce":
+            self.credit_state.baseline = update_baseline(self.credit_state.baseline,
+                                                         rewards[:episodes.num_regular], alg.baseline_decay)
+        return advantages, extra
 
     @torch.no_grad()
     def _episode_kl(self, episodes: Episodes) -> torch.Tensor:
@@ -345,8 +351,9 @@ def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str
 
 def transcripts(episodes: Episodes, rewards: torch.Tensor, count: int) -> list[dict]:
     """The first `count` episodes as plain dicts: question, each node's message, answer, reward."""
+    answers = episodes.answers()
     return [{"question": episodes.samples[e].question, "reference": episodes.samples[e].answer,
-             "answer": episodes.answers()[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e))}
+             "answer": answers[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e))}
             for e in range(min(count, episodes.num_regular))]
 
 

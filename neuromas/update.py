@@ -31,9 +31,11 @@ class PolicyUpdate:
         """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns metrics."""
         index = {node_id: i for i, node_id in enumerate(node_ids)}
         adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in episodes.messages}
-        trained = [m for m in episodes.messages if adv[id(m)] != 0 or
-                   (self.needs_all_rows() and m.episode < episodes.num_regular)]
-        totals = _totals(trained, index)
+        candidates = trainable(episodes)
+        trained = [m for m in candidates if adv[id(m)] != 0 or (self.needs_all_rows() and m.episode < episodes.num_regular)]
+        # Normalise over every message that could be trained, so skipping the zero-advantage ones
+        # (no forward pass needed) leaves the loss and its gradient unchanged.
+        totals = _totals(candidates, index)
         trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
         stats: dict[str, float] = defaultdict(float)
         for epoch in range(self.cfg.epochs):
@@ -95,6 +97,13 @@ class PolicyUpdate:
             stats[prefix + "adv_sum"] += float(adv[row])
             stats[prefix + "adv_sq"] += float(adv[row]) ** 2
             stats[prefix + "rows"] += 1
+
+
+def trainable(episodes: Episodes) -> list[Message]:
+    """Messages the loss covers: every message of a regular episode, and the branched node's
+    resamples in branch copies (what those copies re-run downstream is only there to score)."""
+    branched = {(e, node) for _, node, copies in episodes.branches for e in copies}
+    return [m for m in episodes.messages if m.episode < episodes.num_regular or (m.episode, m.node_id) in branched]
 
 
 def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tensor]:

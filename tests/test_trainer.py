@@ -122,3 +122,18 @@ def test_resolved_config_is_plain_yaml(tiny_model_dir, tmp_path):
     assert data["topology"]["widths"] == [2, 1] and data["task"]["reward"] == "helpers:text_parity_reward"
     assert (tmp_path / "run" / "topology.txt").read_text().startswith("layer 0: L0N0  L0N1")
     trainer.tracker.close()
+
+
+def test_skipping_zero_advantage_rows_does_not_change_the_gradient(tiny_model_dir, tmp_path, monkeypatch):
+    from neuromas.update import PolicyUpdate
+
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
+    for param in trainer.agents.parameters():
+        param.data.normal_(0, 0.1)
+    episodes = trainer.engine.run(trainer.task.train_batch(0, 2), 3)
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.0, 0.0, 0.0])  # the second question's group is all zero
+    skipped = capture_update_grads(trainer, episodes, advantages)
+    monkeypatch.setattr(PolicyUpdate, "needs_all_rows", lambda self: True)  # run every row, zeros included
+    everything = capture_update_grads(trainer, episodes, advantages)
+    for name in skipped:
+        assert torch.allclose(skipped[name], everything[name], atol=1e-7, rtol=1e-5), name
