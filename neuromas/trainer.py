@@ -98,7 +98,7 @@ class Trainer:
         cfg = self.cfg
         self.step += 1
         self.stage_step += 1
-        gate = gate_value(self.stage_step, stage.gate_steps) if self.new_nodes else 1.0
+        gate = self._gate()
         metrics = {**self.train_step(self.step, gate), "growth/stage": float(self.stage_index), "growth/gate": gate}
         self.tracker.log(metrics, self.step)
         every = cfg.tracking.transcripts_every
@@ -113,6 +113,12 @@ class Trainer:
             self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
             ckpt.prune(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
         return metrics
+
+    def _gate(self) -> float:
+        """The gate of the current stage's new nodes at its current step (1 when none are gated)."""
+        if not self.new_nodes or self.stage_index >= len(self.stages):
+            return 1.0
+        return gate_value(self.stage_step, self.stages[self.stage_index].gate_steps)
 
     def train_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
         """Roll out, score, assign credit and update once on the questions of `step` (1-based)."""
@@ -275,7 +281,7 @@ class Trainer:
         state = {"step": self.step, "stage_index": self.stage_index, "stage_step": self.stage_step,
                  "attempt": self.attempt, "new_nodes": sorted(self.new_nodes), "topology": self.topology.to_dict(),
                  "best_validation": self.best_validation, "stale_validations": self.stale_validations,
-                 "baseline": self.credit_state.baseline, **extra}
+                 "baseline": self.credit_state.baseline, "gate": self._gate(), **extra}
         if adapters_only:
             return ckpt.save_adapters(target, self.agents, state)
         optimizer = {"state": named_optimizer_state(self.agents, self.optimizer)}

@@ -170,6 +170,8 @@ def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path,
     resumed.resume()
     assert (resumed.step, resumed.stage_index, resumed.stage_step) == (4, 1, 2)
     assert resumed.new_nodes == {"L0N0", "L0N1"} and resumed.topology.widths == [2, 1]
+    assert json.loads((tmp_path / "cut" / "checkpoints" / "step_4" / "trainer_state.json").read_text())["gate"] == 1.0
+    assert json.loads((tmp_path / "cut" / "checkpoints" / "step_3" / "trainer_state.json").read_text())["gate"] == 0.5
     resumed.fit()
     assert strip_times(tmp_path / "cut" / "metrics.jsonl") == strip_times(tmp_path / "whole" / "metrics.jsonl")
     for node, state in adapter_states(whole.agents).items():
