@@ -24,7 +24,7 @@ class Tracker:
             self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", cfg.project), name=run_name,
                                      dir=str(run_dir), config=config)
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float | str], step: int) -> None:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         self._file.flush()
         if self._wandb is not None:

@@ -139,8 +139,8 @@ class Trainer:
         self.last_rollout = (episodes, task_rewards)
         extra["reward/errors"] = float(self.task.num_reward_errors)  # answers a raising reward scored 0, so far
         return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
-                **message_metrics(episodes, self.topology.node_ids), **extra, "credit/branched_episodes":
-                float(episodes.num_episodes - episodes.num_regular), **timer}
+                **message_metrics(episodes, self.topology.node_ids), **extra, "credit/mode": alg.credit,
+                "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular), **timer}
 
     def _credit(self, episodes: Episodes, task_rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Rewards -> advantages [E, N] by the configured credit mode, and the metrics it adds."""

@@ -125,6 +125,8 @@ def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     metrics = trainer.train_step(1)
     assert metrics["train/logprob_gap"] < 1e-4 and all(v == v for v in metrics.values())  # no NaN
     assert "node/L0N0/entropy" in metrics or metrics["train/rows_updated"] == 0
+    mode = next((o.split("=")[1] for o in overrides if o.startswith("algorithm.credit=")), "shared")
+    assert metrics["credit/mode"] == mode
     if "algorithm.credit=branch" in overrides:
         assert metrics["credit/branched_episodes"] == 2 * 2
 
