@@ -226,6 +226,10 @@ class Trainer:
                 return self._roll_back(stage, validation, parent)
         if self.stage_index + 1 < len(self.stages):  # the rollback point of the next stage
             self.save(self._stage_dir(self.stage_index), validation=validation)
+        self._next_stage()
+
+    def _next_stage(self) -> None:
+        """Leave the current stage: fresh per-stage counters, and grow into the next one if any."""
         self.stage_index += 1
         self.stage_step, self.attempt, self.best_validation, self.stale_validations = 0, 0, None, 0
         if self.stage_index < len(self.stages):
@@ -296,9 +300,7 @@ class Trainer:
         self.stale_validations = state["stale_validations"]
         self.credit_state.baseline = state.get("baseline")
         if path.name.startswith("stage_"):  # saved as the stage closed: go on to the next one
-            self.stage_index, self.stage_step = self.stage_index + 1, 0
-            if self.stage_index < len(self.stages):
-                self._grow(self.stages[self.stage_index], self.stages[self.stage_index].init)
+            self._next_stage()
         # Drop what was logged after the checkpoint: those steps run again.
         self.tracker.truncate_after(self.step)
         truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
