@@ -52,7 +52,7 @@ def evaluate(request: EvalRequest) -> dict:
     system_dir, config_path = find_system(request.source)
     cfg = load_config(config_path)
     state = ckpt.read_state(system_dir)
-    topology = Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+    topology = Topology.from_dict(state["topology"])
     base, tokenizer = load_base_model(cfg.model)
     agents = Agents(base, tokenizer, cfg.agents, topology.node_ids)
     system_params = num_lora_params(agents)

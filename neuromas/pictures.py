@@ -123,5 +123,5 @@ def topology_of(source: Path) -> Topology:
         return Topology.from_config(load_config(source).topology)
     system, _ = find_system(source)
     state = ckpt.read_state(system)
-    return Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+    return Topology.from_dict(state["topology"])
 

@@ -28,7 +28,7 @@ def grow_saved_system(source: Path, widths: list[int], init: str, connectivity: 
     system, config_path = find_system(source)
     cfg = load_config(config_path)
     state = ckpt.read_state(system)
-    old = Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+    old = Topology.from_dict(state["topology"])
     cfg.topology.widths, cfg.topology.connectivity = widths, connectivity or cfg.topology.connectivity
     new = Topology.from_config(cfg.topology)
     plan = plan_growth(old, new)

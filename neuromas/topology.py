@@ -129,6 +129,11 @@ class Topology:
     def to_dict(self) -> dict:
         return {"widths": self.widths, "edges": [list(e) for e in self.edges]}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Topology":
+        """The inverse of `to_dict` (as stored in checkpoints)."""
+        return cls(data["widths"], [tuple(e) for e in data["edges"]])
+
     def _check_edge(self, src: str, dst: str) -> None:
         s, d = parse_node_id(src), parse_node_id(dst)
         for node in (s, d):

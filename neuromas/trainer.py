@@ -323,7 +323,7 @@ class Trainer:
     def _load(self, path: Path, restore_rng: bool) -> dict:
         """Make the trainer hold the system saved at `path`: topology, adapters, optimizer."""
         state = ckpt.read_state(path)
-        topology = Topology(state["topology"]["widths"], [tuple(e) for e in state["topology"]["edges"]])
+        topology = Topology.from_dict(state["topology"])
         agents = Agents(self.agents.model.unload(), self.agents.tokenizer, self.cfg.agents, topology.node_ids,
                         all_node_ids=self.agents.all_node_ids)
         load_adapter_states(agents, ckpt.adapter_states_from(path, topology.node_ids))
