@@ -178,11 +178,9 @@ class Agents:
         completion: the gradient of sum(log p(completion)) with respect to the input embeddings,
         aggregated over each message's token span (GBC/AgentChord). One forward/backward."""
         batch = pack(prompts, completions, self.tokenizer.pad_token_id)
-        embeds = self.model.get_input_embeddings()(batch.input_ids.to(self.device)).detach().requires_grad_(True)
         width = batch.completion_ids.shape[1]
-        logits = self.model(inputs_embeds=embeds, attention_mask=batch.attention_mask.to(self.device),
-                            position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1,
-                            use_cache=False, adapter_names=list(node_ids)).logits[:, :-1]
+        embeds = self.model.get_input_embeddings()(batch.input_ids.to(self.device)).detach().requires_grad_(True)
+        logits = self._completion_logits(batch, node_ids, inputs_embeds=embeds)
         logprobs = gather_logprobs(logits, batch.completion_ids.to(self.device), temperature)
         (grad,) = torch.autograd.grad((logprobs * batch.completion_mask.to(self.device)).sum(), embeds)
         out = []
@@ -203,7 +201,8 @@ class Agents:
         node_ids None runs the frozen base (adapters disabled), the KL reference.
         Returns (logprobs [B, T], mask [B, T]); gradients flow when enabled by the caller.
         """
-        logits, batch = self._completion_logits(prompts, completions, node_ids)
+        batch = pack(prompts, completions, self.tokenizer.pad_token_id)
+        logits = self._completion_logits(batch, node_ids)
         return gather_logprobs(logits, batch.completion_ids.to(self.device), temperature), \
             batch.completion_mask.to(self.device)
 
@@ -212,24 +211,27 @@ class Agents:
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`completion_logprobs` plus the policy's entropy at each completion position [B, T]
         (differentiable only with `entropy_grad`: the full softmax is costly to keep)."""
-        logits, batch = self._completion_logits(prompts, completions, node_ids)
+        batch = pack(prompts, completions, self.tokenizer.pad_token_id)
+        logits = self._completion_logits(batch, node_ids)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = token_entropy(logits, temperature)
         return (gather_logprobs(logits, batch.completion_ids.to(self.device), temperature),
                 batch.completion_mask.to(self.device), entropy)
 
-    def _completion_logits(self, prompts, completions, node_ids) -> tuple[torch.Tensor, PackedBatch]:
-        """Logits [B, T, V] predicting each completion token, from one mixed-adapter forward."""
-        batch = pack(prompts, completions, self.tokenizer.pad_token_id)
-        width = batch.completion_ids.shape[1]
+    def _completion_logits(self, batch: PackedBatch, node_ids: list[str] | None,
+                           inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] predicting each completion token, from one mixed-adapter forward
+        (over `inputs_embeds` instead of the token ids when given)."""
         # peft's "__base__" rows skip every adapter. Not `disable_adapter()`: leaving it calls
         # set_adapter(), which re-freezes all adapters but one and silently stops joint training.
-        names = [BASE] * len(prompts) if node_ids is None else list(node_ids)
-        logits = self.model(input_ids=batch.input_ids.to(self.device),
-                            attention_mask=batch.attention_mask.to(self.device),
-                            position_ids=batch.position_ids.to(self.device), logits_to_keep=width + 1,
-                            use_cache=False, adapter_names=names).logits
-        return logits[:, :-1], batch
+        names = [BASE] * len(batch.input_ids) if node_ids is None else list(node_ids)
+        inputs = {"input_ids": batch.input_ids.to(self.device)} if inputs_embeds is None else \
+            {"inputs_embeds": inputs_embeds}
+        logits = self.model(**inputs, attention_mask=batch.attention_mask.to(self.device),
+                            position_ids=batch.position_ids.to(self.device),
+                            logits_to_keep=batch.completion_ids.shape[1] + 1, use_cache=False,
+                            adapter_names=names).logits
+        return logits[:, :-1]
 
     def save(self, directory: Path) -> None:
         """One standard peft adapter directory per node: ``directory/<node_id>/``."""
