@@ -88,8 +88,11 @@ class RolloutEngine:
         """Run `topology`; `new_nodes` are the ones behind a growth gate."""
         self.topology = topology
         self.new_nodes = new_nodes
-        self._views = {True: topology.view(set(topology.node_ids)),
-                       False: topology.view(set(topology.node_ids) - new_nodes)}
+        # (view, own id -> view id, view id -> own id) for episodes with and without the new nodes
+        self._views = {}
+        for full, active in ((True, set(topology.node_ids)), (False, set(topology.node_ids) - new_nodes)):
+            view, id_map = topology.view(active)
+            self._views[full] = (view, id_map, {v: k for k, v in id_map.items()})
 
     def run(self, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
@@ -136,8 +139,7 @@ class RolloutEngine:
     def _prompt(self, node_id: str, question: str, text_of, episode: int, full: bool):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
         view), and the token span of each upstream message in it."""
-        view, id_map = self._views[full]
-        to_own = {v: k for k, v in id_map.items()}
+        view, id_map, to_own = self._views[full]
         node = parse_node_id(id_map[node_id])
         sources = view.predecessors(node.id)  # rendered in this order
         inputs = {src: text_of(episode, to_own[src]) for src in sources}
