@@ -40,14 +40,22 @@ def write_atomically(target: Path, fill) -> Path:
     return target
 
 
-def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer_state: dict) -> Path:
+def rng_state() -> dict:
+    """This process's random number generator states."""
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer_state: dict,
+                    rng_states: list[dict] | None = None) -> Path:
+    """rng_states: every rank's RNG state, in rank order (default: this process's)."""
     def fill(staging: Path) -> None:
         agents.save(staging / "adapters")
         torch.save(optimizer_state, staging / "optimizer.pt")
-        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, staging / "rng.pt")
+        states = rng_states or [rng_state()]
+        torch.save({**states[0], "ranks": states}, staging / "rng.pt")
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
 
     return write_atomically(target, fill)
@@ -104,8 +112,11 @@ def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict
     return states
 
 
-def restore_rng(checkpoint: Path) -> None:
+def restore_rng(checkpoint: Path, rank: int = 0) -> None:
+    """Restore the RNG states rank `rank` saved (rank 0's when the run had fewer ranks)."""
     rng = torch.load(checkpoint / "rng.pt", weights_only=False)
+    ranks = rng.get("ranks", [rng])
+    rng = ranks[rank] if rank < len(ranks) else ranks[0]
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -18,12 +18,17 @@ from neuromas.errors import NeuromasError
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuromas", description="Train role-free neural multi-agent systems.")
+    # The deepspeed launcher passes --local_rank unless told not to; the environment has it too.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a system from a recipe",
                                 description="Train a system from a recipe YAML, with dotted key=value overrides.")
     train.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=5 topology.widths=[3,1]")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    train.add_argument("--deepspeed", metavar="CONFIG",
+                       help="DeepSpeed config: a name in configs/deepspeed/ (zero2, zero2-offload, zero0) or a "
+                            "JSON path; same as distributed.deepspeed=CONFIG (default zero2 with N > 1 processes)")
     grow = commands.add_parser("grow", help="grow a saved system into a bigger one",
                                description="Grow a trained system (a run directory or a checkpoint) by hand; "
                                            "train the result with `neuromas train OUT/config.yaml`.")
@@ -72,16 +77,21 @@ def run_dir_for(name: str, configured: str | None, resume: str | None = None) ->
 def train(args: argparse.Namespace) -> None:
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
-    cfg = load_config(args.recipe, args.overrides)
+    overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
+    cfg = load_config(args.recipe, overrides)
     run_dir = run_dir_for(cfg.name, cfg.tracking.run_dir, args.resume)
     trainer = Trainer(cfg, run_dir)
     if args.resume:
         trainer.resume()
-    print(f"neuromas: run directory {run_dir}", file=sys.stderr)
-    print(trainer.topology.describe(), file=sys.stderr)
+    run_dir, main = trainer.run_dir, trainer.world.main
+    if main:
+        processes = f" ({trainer.world.size} processes)" if trainer.world.size > 1 else ""
+        print(f"neuromas: run directory {run_dir}{processes}", file=sys.stderr)
+        print(trainer.topology.describe(), file=sys.stderr)
     trainer.fit()
-    print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
-          file=sys.stderr)
+    if main:
+        print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
+              file=sys.stderr)
 
 
 def grow(args: argparse.Namespace) -> None:

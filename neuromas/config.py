@@ -238,6 +238,21 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How N processes share the work (one process needs none of this).
+
+    Launch with torchrun, the deepspeed launcher or SLURM (launch/); each rank rolls out its
+    shard of every step's questions and DeepSpeed reduces the adapters' gradients.
+    """
+
+    deepspeed: Optional[str] = None  # DeepSpeed config: a name in configs/deepspeed/ (zero2, zero2-offload, zero0) or a JSON path; default zero2 when launched with N > 1 processes
+
+    def __post_init__(self) -> None:
+        if self.deepspeed is not None and not self.deepspeed.strip():
+            raise ConfigError("distributed.deepspeed: give a config name (e.g. zero2) or a JSON path")
+
+
+@dataclass
 class StageConfig:
     """One stage of a growth recipe: a topology trained for some steps."""
 
@@ -290,6 +305,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         if self.algorithm.advantage != "reinforce" and self.rollout.samples_per_question < 2:

@@ -101,28 +101,6 @@ def rename_adapter(param_name: str, rename: dict[str, str]) -> str | None:
     return param_name[:match.start()] + f".{match[1]}.{rename[match[2]]}." + param_name[match.end():]
 
 
-def carry_optimizer_state(old_state: dict[str, dict], grown: Agents, optimizer: torch.optim.Optimizer,
-                          rename: dict[str, str]) -> int:
-    """Give `optimizer` (built over `grown`) the state of surviving parameters, by name.
-
-    old_state: parameter name before growth -> its optimizer state. New nodes start fresh.
-    Returns how many parameters kept their state.
-    """
-    params = dict(grown.model.named_parameters())
-    carried = 0
-    for name, state in old_state.items():
-        new_name = rename_adapter(name, rename)
-        if new_name is not None and new_name in params:
-            optimizer.state[params[new_name]] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
-            carried += 1
-    return carried
-
-
-def named_optimizer_state(agents: Agents, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
-    by_param = {p: n for n, p in agents.model.named_parameters()}
-    return {by_param[p]: state for p, state in optimizer.state.items() if p in by_param}
-
-
 def gate_value(stage_step: int, gate_steps: int) -> float:
     """The new nodes' gate after `stage_step` steps of their stage: a linear ramp 0 -> 1."""
     return 1.0 if gate_steps == 0 else min(1.0, stage_step / gate_steps)

@@ -89,8 +89,9 @@ def _prepare_builtin(model: BuiltinModel, target: Path) -> None:
 
 
 def pick_device(cfg: ModelConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "auto":  # under a launcher, each process takes the GPU of its local rank
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+            else torch.device("cpu")
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuromasError(f"model.device: {cfg.device} asked for, but this machine has no CUDA GPU")

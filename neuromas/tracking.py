@@ -62,6 +62,20 @@ class Tracker:
             self._wandb.finish()
 
 
+class NullTracker:
+    """What every rank but rank 0 logs to: nothing."""
+
+    def log(self, metrics: dict, step: int) -> None: ...
+
+    def image(self, key: str, path: Path, step: int) -> None: ...
+
+    def transcripts(self, rows: list[dict], step: int) -> None: ...
+
+    def truncate_after(self, step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
     """Keep the lines of a step-keyed JSONL file up to `step` (before it, if `inclusive`)."""
     if not path.exists():

@@ -23,14 +23,15 @@ from neuromas import credit
 from neuromas.algorithms import KL_ESTIMATORS, shape_rewards, update_baseline
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.errors import NeuromasError
-from neuromas.growth import (carry_optimizer_state, gate_value, grow_agents, load_adapter_states,
-                             named_optimizer_state, plan_growth)
+from neuromas.distributed import init_world
+from neuromas.growth import gate_value, grow_agents, load_adapter_states, plan_growth
+from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
-from neuromas.tracking import Tracker, truncate_jsonl
+from neuromas.tracking import NullTracker, Tracker, truncate_jsonl
 from neuromas.update import PolicyUpdate
 
 
@@ -45,21 +46,32 @@ class Timer(dict):
 
 
 class Trainer:
-    """Runs a recipe's stages: train, validate, grow, train again. Resumable from any checkpoint."""
+    """Runs a recipe's stages: train, validate, grow, train again. Resumable from any checkpoint.
+
+    Under a launcher with N processes every rank runs this same loop on its shard of each step's
+    questions (data parallel); DeepSpeed reduces the gradients, so every rank ends each step with
+    the same adapters. Rank 0 alone logs, prints and writes files.
+    """
 
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
-        self.run_dir = run_dir
+        self.world = init_world(cfg.distributed.deepspeed is not None)
+        self.run_dir = Path(self.world.gather(str(run_dir))[0])  # rank 0's (a default name holds the time)
+        self.deepspeed = resolve_deepspeed_config(cfg.distributed.deepspeed, self.world, cfg.train)
+        self.world.shard(list(range(cfg.train.questions_per_step)))  # fails early if the batch does not split
         random.seed(cfg.train.seed)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
         self.stages = cfg.stages()
         self.topology = Topology.from_config(self.stages[0].topology)
         self.task = build_task(cfg.task)
         all_ids = sorted({i for st in self.stages for i in Topology.from_config(st.topology).node_ids})
-        self.agents = Agents.build(cfg.model, cfg.agents, self.topology.node_ids, all_ids)
+        with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
+            self.agents = Agents.build(cfg.model, cfg.agents, self.topology.node_ids, all_ids)
+        if self.world.size > 1:  # ranks sample differently from here on
+            random.seed(cfg.train.seed + 7919 * self.world.rank)
+            torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
         self.engine = RolloutEngine(cfg.rollout, self.agents, self.topology,
                                     PromptBuilder(cfg.prompts, self.task.answer_format))
-        self.optimizer = self._new_optimizer()
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
         self.credit_state = credit.CreditState()
         # Where the run stands; all of it goes into every checkpoint.
@@ -67,22 +79,34 @@ class Trainer:
         self.new_nodes: frozenset[str] = frozenset()
         self.best_validation, self.stale_validations = None, 0
         start = self._check_start(Path(cfg.train.init_from)) if cfg.train.init_from else None
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
+        if self.world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
+        else:
+            self.tracker = NullTracker()
         self._record_topology()
         if start is not None:
             self._start_from(*start)
+        # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
+        self.optimizer = self._new_optimizer()
 
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.agents.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+    def _new_optimizer(self):
+        """A fresh optimizer over the current adapters (rebuilt on growth: DeepSpeed only trains
+        what was trainable when its engine was made)."""
+        return build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
+
+    def _print(self, line: str) -> None:
+        if self.world.main:
+            tqdm.write(line)
 
     def fit(self) -> list[dict]:
         """Run every remaining stage; returns the per-step metrics of this call."""
         history = []
         if self.step == 0:
             self._evaluate(step=0)
-        with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True) as bar:
+        with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                  disable=not self.world.main) as bar:
             while self.stage_index < len(self.stages):
                 stage = self.stages[self.stage_index]
                 while self.stage_step < stage.steps and not self._plateaued(stage):
@@ -104,14 +128,15 @@ class Trainer:
         every = cfg.tracking.transcripts_every
         if every and self.step % every == 0:
             self.tracker.transcripts(transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step), self.step)
-        tqdm.write(self._summary(self.step, metrics))
+        self._print(self._summary(self.step, metrics))
         if cfg.eval.every and self.step % cfg.eval.every == 0:
             self._evaluate(self.step)
             if stage.patience:
                 self._track_validation(self._validate())
         if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
             self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
-            ckpt.prune(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
+            if self.world.main:
+                ckpt.prune(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
         return metrics
 
     def _gate(self) -> float:
@@ -125,7 +150,7 @@ class Trainer:
         cfg, alg, timer = self.cfg, self.cfg.algorithm, Timer()
         k = cfg.rollout.samples_per_question
         with timer("step"):
-            questions = self.task.train_batch(step - 1, cfg.train.questions_per_step)
+            questions = self.world.shard(self.task.train_batch(step - 1, cfg.train.questions_per_step))
             branches = [] if alg.credit != "branch" else credit.plan_branches(
                 self.topology.node_ids, len(questions), k, alg.branch_per_question, alg.branch_samples, step)
             with timer("rollout"):
@@ -138,9 +163,14 @@ class Trainer:
                 update_metrics = self.update(episodes, advantages)
         self.last_rollout = (episodes, task_rewards)
         extra["reward/errors"] = float(self.task.num_reward_errors)  # answers a raising reward scored 0, so far
-        return {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
-                **message_metrics(episodes, self.topology.node_ids), **extra, "credit/mode": alg.credit,
-                "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular), **timer}
+        metrics = {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
+                   **message_metrics(episodes, self.topology.node_ids), **extra, "credit/mode": alg.credit,
+                   "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular), **timer}
+        if self.world.size > 1:
+            metrics = combine_rank_metrics(self.world.gather(metrics))
+            everyone = torch.cat(self.world.gather(task_rewards[:episodes.num_regular]))
+            metrics.update(reward_summary(everyone, "reward"))
+        return metrics
 
     def _credit(self, episodes: Episodes, task_rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Rewards -> advantages [E, N] by the configured credit mode, and the metrics it adds."""
@@ -157,9 +187,9 @@ class Trainer:
             widths = {n.id: self.topology.widths[n.layer] for n in self.topology.nodes}
         advantages = credit.advantages(alg, episodes, rewards, self.topology.node_ids,
                                        cfg.rollout.samples_per_question, self.credit_state, shares, widths)
-        if alg.advantage == "reinforce":
-            self.credit_state.baseline = update_baseline(self.credit_state.baseline,
-                                                         rewards[:episodes.num_regular], alg.baseline_decay)
+        if alg.advantage == "reinforce":  # one baseline on every rank: from every rank's rewards
+            everyone = torch.cat(self.world.gather(rewards[:episodes.num_regular]))
+            self.credit_state.baseline = update_baseline(self.credit_state.baseline, everyone, alg.baseline_decay)
         return advantages, extra
 
     @torch.no_grad()
@@ -181,13 +211,18 @@ class Trainer:
         """Optimizer step(s) on every adapter; advantages [E] (shared) or [E, N] (per node)."""
         if advantages.dim() == 1:
             advantages = advantages.unsqueeze(1).expand(-1, len(self.topology.node_ids))
-        return self.policy_update.run(self.agents, self.optimizer, episodes, advantages, self.topology.node_ids)
+        return self.policy_update.run(self.agents, self.optimizer, episodes, advantages, self.topology.node_ids,
+                                      self.world)
 
     @torch.no_grad()
     def accuracy(self, questions: list) -> float:
-        """Greedy accuracy of the whole system (gates open) on `questions`."""
-        episodes = self.engine.run(questions, samples_per_question=1, greedy=True)
-        return float((self.task.score(episodes.answers(), episodes.samples) >= 1.0).float().mean())
+        """Greedy accuracy of the whole system (gates open) on `questions`, shared out over ranks."""
+        mine = questions[self.world.rank::self.world.size]
+        correct = 0.0
+        if mine:
+            episodes = self.engine.run(mine, samples_per_question=1, greedy=True)
+            correct = float((self.task.score(episodes.answers(), episodes.samples) >= 1.0).sum())
+        return float(self.world.sum(torch.tensor(correct))) / len(questions)
 
     def _evaluate(self, step: int) -> None:
         questions = self.task.test[:self.cfg.eval.num_questions]
@@ -195,7 +230,7 @@ class Trainer:
             return
         accuracy = self.accuracy(questions)
         self.tracker.log({"eval/accuracy": accuracy, "eval/num_questions": float(len(questions))}, step)
-        tqdm.write(f"eval  step {step:>4} | accuracy {accuracy:.3f} on {len(questions)} test questions (greedy)")
+        self._print(f"eval  step {step:>4} | accuracy {accuracy:.3f} on {len(questions)} test questions (greedy)")
 
     def _validate(self) -> float:
         questions = self.task.validation[:self.cfg.growth.validation_questions]
@@ -242,13 +277,15 @@ class Trainer:
     def _grow(self, stage: StageConfig, init: str) -> None:
         new_topology = Topology.from_config(stage.topology)
         plan = plan_growth(self.topology, new_topology, stage.copy_from)
-        old_state = named_optimizer_state(self.agents, self.optimizer)
+        old_state = self.optimizer.named_state()
         self.agents = grow_agents(self.agents, plan, new_topology.node_ids, init, stage.noise)
         self.optimizer = self._new_optimizer()
-        carry_optimizer_state(old_state, self.agents, self.optimizer, plan.old_to_new)
+        self.optimizer.load_named_state(old_state, plan.old_to_new)
         self._use_topology(new_topology, frozenset(plan.new_nodes))
         event = f"growth: stage {self.stage_index} {new_topology.widths} (init {init}, gate over {stage.gate_steps} steps)"
-        tqdm.write(f"{event}: {plan.describe()}")
+        self._print(f"{event}: {plan.describe()}")
+        if not self.world.main:
+            return
         with (self.run_dir / "growth.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, "stage": self.stage_index, "widths": new_topology.widths,
                                 "init": init, "old_to_new": plan.old_to_new, "new_nodes": plan.new_nodes,
@@ -261,13 +298,15 @@ class Trainer:
         self._record_topology()
 
     def _record_topology(self) -> None:
+        if not self.world.main:
+            return
         (self.run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
         picture = draw_topology(self.topology, self.run_dir / "topology.png")
         self.tracker.image("topology", picture, self.step)
 
     def _roll_back(self, stage: StageConfig, validation: float, parent: float) -> None:
         inits = [stage.init, *self.cfg.growth.retry_inits]
-        tqdm.write(f"growth: stage {self.stage_index} validation {validation:.3f} < parent {parent:.3f} - margin; "
+        self._print(f"growth: stage {self.stage_index} validation {validation:.3f} < parent {parent:.3f} - margin; "
                    f"rolling back (tried init {inits[self.attempt]})")
         self.attempt += 1
         if self.attempt >= len(inits):
@@ -287,9 +326,14 @@ class Trainer:
                  "best_validation": self.best_validation, "stale_validations": self.stale_validations,
                  "baseline": self.credit_state.baseline, "gate": self._gate(), **extra}
         if adapters_only:
-            return ckpt.save_adapters(target, self.agents, state)
-        optimizer = {"state": named_optimizer_state(self.agents, self.optimizer)}
-        return ckpt.save_checkpoint(target, self.agents, optimizer, state)
+            if self.world.main:
+                ckpt.save_adapters(target, self.agents, state)
+        else:  # every rank takes part in gathering the state; rank 0 writes it
+            optimizer, rng = {"state": self.optimizer.named_state()}, self.world.gather(ckpt.rng_state())
+            if self.world.main:
+                ckpt.save_checkpoint(target, self.agents, optimizer, state, rng)
+        self.world.barrier()  # nobody reads the checkpoint before it is complete
+        return target
 
     def resume(self) -> None:
         """Continue from the latest checkpoint of the run directory."""
@@ -303,8 +347,9 @@ class Trainer:
             self._next_stage()
         # Drop what was logged after the checkpoint: those steps run again.
         self.tracker.truncate_after(self.step)
-        truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
-        tqdm.write(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
+        if self.world.main:
+            truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
+        self._print(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
 
     def _check_start(self, source: Path) -> tuple[Path, dict]:
         """The saved system `train.init_from` names, checked against this run's first topology."""
@@ -330,10 +375,10 @@ class Trainer:
         self.agents = agents
         self.optimizer = self._new_optimizer()
         identity = {n: n for n in topology.node_ids}
-        carry_optimizer_state(ckpt.optimizer_state_from(path)["state"], agents, self.optimizer, identity)
+        self.optimizer.load_named_state(ckpt.optimizer_state_from(path)["state"], identity)
         self._use_topology(topology, frozenset(state["new_nodes"]))
         if restore_rng:
-            ckpt.restore_rng(path)
+            ckpt.restore_rng(path, self.world.rank)
         return state
 
     def _summary(self, step: int, m: dict[str, float]) -> str:
@@ -342,18 +387,38 @@ class Trainer:
                 f" | len {lengths} | loss {m['train/loss']:+.4f} | {m['time/step']:.1f}s")
 
 
+def reward_summary(rewards: torch.Tensor, prefix: str) -> dict[str, float]:
+    """Mean, std and accuracy (share of rewards reaching 1) of a reward vector."""
+    return {f"{prefix}/mean": float(rewards.mean()), f"{prefix}/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            f"{prefix}/accuracy": float((rewards >= 1.0).float().mean())}
+
+
 def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str]) -> dict[str, float]:
-    """Task reward over the regular episodes, overall and per node (over the episodes a node took
-    part in). An episode counts as correct when its reward reaches 1."""
-    def summary(r: torch.Tensor, prefix: str) -> dict[str, float]:
-        return {f"{prefix}/mean": float(r.mean()), f"{prefix}/std": float(r.std()) if len(r) > 1 else 0.0,
-                f"{prefix}/accuracy": float((r >= 1.0).float().mean())}
+    """Task reward over the regular episodes, overall and per node (over the episodes a node took part in)."""
     regular = rewards[:episodes.num_regular]
-    out = summary(regular, "reward")
+    out = reward_summary(regular, "reward")
     for node_id in node_ids:
         seen = sorted({m.episode for m in episodes.of_node(node_id) if m.episode < episodes.num_regular})
         if seen:
-            out.update(summary(regular[seen], f"node/{node_id}/reward"))
+            out.update(reward_summary(regular[seen], f"node/{node_id}/reward"))
+    return out
+
+
+def combine_rank_metrics(per_rank: list[dict]) -> dict:
+    """One step's metrics from every rank's: phase times take the slowest rank, reward errors add
+    up, text is rank 0's, and the rest is the mean over the ranks that have the key (each rank has
+    an equal share of the questions; the update's metrics are already global and equal)."""
+    out = {}
+    for key in dict.fromkeys(k for m in per_rank for k in m):
+        values = [m[key] for m in per_rank if key in m]
+        if isinstance(values[0], str):
+            out[key] = values[0]
+        elif key.startswith("time/"):
+            out[key] = max(values)
+        elif key == "reward/errors":
+            out[key] = sum(values)
+        else:
+            out[key] = sum(values) / len(values)
     return out
 
 

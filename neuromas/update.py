@@ -15,6 +15,7 @@ from neuromas.agents import Agents
 from neuromas.algorithms import (KL_ESTIMATORS, clipped_surrogate_loss, clipped_tokens, loss_weights,
                                  policy_gradient_loss)
 from neuromas.config import AlgorithmConfig, TrainConfig
+from neuromas.distributed import World
 from neuromas.rollout import Episodes, Message
 
 
@@ -26,37 +27,44 @@ class PolicyUpdate:
         """Zero-advantage rows still matter when a per-token KL or entropy term is in the loss."""
         return (self.cfg.kl_coef > 0 and self.cfg.kl_in == "loss") or self.cfg.entropy_coef > 0
 
-    def run(self, agents: Agents, optimizer: torch.optim.Optimizer, episodes: Episodes, advantages: torch.Tensor,
-            node_ids: list[str]) -> dict[str, float]:
-        """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns metrics."""
+    def run(self, agents: Agents, optimizer, episodes: Episodes, advantages: torch.Tensor, node_ids: list[str],
+            world: World = World()) -> dict[str, float]:
+        """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns metrics.
+
+        `optimizer` is a backend of neuromas.optim. With N processes, `episodes` is this rank's
+        shard; the loss is normalised by totals over every rank, so the reduced gradient is the
+        gradient of the whole batch's loss.
+        """
         index = {node_id: i for i, node_id in enumerate(node_ids)}
         adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in episodes.messages}
         candidates = trainable(episodes)
         trained = [m for m in candidates if adv[id(m)] != 0 or (self.needs_all_rows() and m.episode < episodes.num_regular)]
         # Normalise over every message that could be trained, so skipping the zero-advantage ones
         # (no forward pass needed) leaves the loss and its gradient unchanged.
-        totals = _totals(candidates, index)
-        trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
         stats: dict[str, float] = defaultdict(float)
+        totals = {k: world.sum(v) for k, v in _totals(candidates, index).items()}
+        stats["rows_trained"] = float(len(trained))
+        trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
+        any_trained = bool(trained) if world.size == 1 else bool(world.sum(torch.tensor(float(len(trained)))) > 0)
         for epoch in range(self.cfg.epochs):
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             for start in range(0, len(trained), self.train.micro_batch_size):
                 chunk = trained[start:start + self.train.micro_batch_size]
-                self._accumulate(agents, chunk, torch.tensor([adv[id(m)] for m in chunk]), index, totals, stats,
-                                 first_epoch=epoch == 0)
-            if trained:
-                for node_id in node_ids:
-                    grads = [p.grad for p in agents.parameters(node_id) if p.grad is not None]
-                    stats[f"node/{node_id}/grad_norm"] = float(torch.norm(torch.stack([g.norm() for g in grads]))) \
-                        if grads else 0.0
-                stats["train/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(agents.parameters(),
-                                                                                self.train.max_grad_norm))
-                optimizer.step()
-        return _finish(stats, node_ids, len(trained), self.cfg.epochs)
+                loss = self._loss(agents, chunk, torch.tensor([adv[id(m)] for m in chunk]), index, totals, stats,
+                                  first_epoch=epoch == 0)
+                optimizer.accumulate(loss)
+            # Every rank steps when any rank trained (the step is collective), even with nothing of its own.
+            if any_trained:
+                for node_id, norm in optimizer.node_grad_norms(node_ids).items():
+                    stats[f"node/{node_id}/grad_norm"] = norm
+                stats["train/grad_norm"] = optimizer.step()
+        if world.size > 1:
+            stats = _combine(world.gather(dict(stats)))
+        return _finish(stats, node_ids, stats["rows_trained"], self.cfg.epochs)
 
-    def _accumulate(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
-                    totals: dict[str, torch.Tensor], stats: dict[str, float], first_epoch: bool) -> None:
-        """Forward + backward of one micro-batch; gradients add up across micro-batches."""
+    def _loss(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
+              totals: dict[str, torch.Tensor], stats: dict[str, float], first_epoch: bool) -> torch.Tensor:
+        """The loss of one micro-batch (its share of the whole batch's loss), and its statistics."""
         cfg = self.cfg
         prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
         logprobs, mask, entropy = agents.completion_stats(prompts, completions, [m.node_id for m in chunk],
@@ -81,7 +89,6 @@ class PolicyUpdate:
             per_token["kl"] = kl.detach()
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * (entropy * weights).sum()
-        loss.backward()
         stats["train/loss"] += float(loss.detach())
         per_token["clipped"] = clipped_tokens(logprobs.detach(), old, adv, cfg.clip_low, cfg.clip_high).float()
         if first_epoch:  # sampling and training log-probs must agree; a gap means stale weights
@@ -97,6 +104,7 @@ class PolicyUpdate:
             stats[prefix + "adv_sum"] += float(adv[row])
             stats[prefix + "adv_sq"] += float(adv[row]) ** 2
             stats[prefix + "rows"] += 1
+        return loss
 
 
 def trainable(episodes: Episodes) -> list[Message]:
@@ -111,6 +119,21 @@ def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tenso
     for m in rows:
         node_tokens[index[m.node_id]] += len(m.completion_ids)
     return {"node_tokens": node_tokens, "tokens": node_tokens.sum(), "rows": torch.tensor(float(len(rows)))}
+
+
+def _combine(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One rank's worth of statistics from every rank's: sums add, maxima take the max, and
+    gradient norms (already of the reduced gradient) are the same everywhere."""
+    out: dict[str, float] = defaultdict(float)
+    for stats in per_rank:
+        for key, value in stats.items():
+            if key.endswith("_max") or key == "train/logprob_gap":
+                out[key] = max(out[key], value)
+            elif key.endswith("grad_norm"):
+                out[key] = value
+            else:
+                out[key] += value
+    return out
 
 
 STAT_NAMES = {"entropy": "entropy", "ratio": "ratio_mean", "kl": "kl", "clipped": "clip_frac"}

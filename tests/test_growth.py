@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, load_config
+from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, TrainConfig, load_config
 from neuromas.errors import ConfigError, NeuromasError
-from neuromas.growth import (adapter_states, carry_optimizer_state, gate_value, grow_agents, named_optimizer_state,
+from neuromas.optim import TorchOptimizer
+from neuromas.growth import (adapter_states, gate_value, grow_agents,
                              plan_growth, rename_adapter)
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
@@ -106,15 +107,16 @@ def test_copy_init_copies_and_zero_init_is_the_base(tiny_model_dir):
 def test_optimizer_keeps_survivor_state_and_new_nodes_start_fresh(tiny_model_dir):
     old, new = topo(2, 1), topo(2, 2, 1)
     agents = make_agents(tiny_model_dir, nodes=old.node_ids)
-    optimizer = torch.optim.AdamW(agents.parameters(), lr=1e-3)
+    optimizer = TorchOptimizer(agents, TrainConfig(lr=1e-3))
     for p in agents.parameters():
         p.grad = torch.randn_like(p)
     optimizer.step()
-    named = named_optimizer_state(agents, optimizer)
+    named = optimizer.named_state()
     plan = plan_growth(old, new)
     grown = grow_agents(agents, plan, new.node_ids, "copy")
-    fresh_optimizer = torch.optim.AdamW(grown.parameters(), lr=1e-3)
-    assert carry_optimizer_state(named, grown, fresh_optimizer, plan.old_to_new) == len(named)
+    fresh = TorchOptimizer(grown, TrainConfig(lr=1e-3))
+    assert fresh.load_named_state(named, plan.old_to_new) == len(named)
+    fresh_optimizer = fresh.optimizer
     moved = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.L1N1.weight"
     param = dict(grown.model.named_parameters())[moved]
     source = named[moved.replace(".L1N1.", ".L0N1.")]
@@ -136,7 +138,7 @@ def test_growth_run_trains_new_adapters_and_optimizer_covers_all(tiny_model_dir,
     assert trainer.topology.widths == [2, 1] and len(history) == 5
     assert [m["growth/stage"] for m in history] == [0, 0, 1, 1, 1]
     assert [m["growth/gate"] for m in history] == [1.0, 1.0, 0.5, 1.0, 1.0]
-    assert set(trainer.optimizer.state) == set(trainer.agents.parameters())
+    assert set(trainer.optimizer.optimizer.state) == set(trainer.agents.parameters())
     states = adapter_states(trainer.agents)
     assert any(v.abs().sum() > 0 for k, v in states["L0N1"].items() if "lora_B" in k)  # copied then trained
     event = json.loads((tmp_path / "run" / "growth.jsonl").read_text())

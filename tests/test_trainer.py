@@ -42,7 +42,7 @@ def test_one_step_trains_every_node_and_leaves_the_base_untouched(tiny_model_dir
 
 
 def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
-    trainer.optimizer.step = lambda: None  # keep the weights: compare gradients only
+    trainer.optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only
     trainer.update(episodes, advantages)
     return {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
 

@@ -1,0 +1,121 @@
+"""Many processes, one system: who this process is, and the few collectives the trainer needs.
+
+torchrun, the deepspeed launcher and the SLURM script in launch/ all set RANK, WORLD_SIZE and
+LOCAL_RANK. A process started without them is rank 0 of 1 and never touches torch.distributed,
+unless a DeepSpeed config is asked for (DeepSpeed needs a process group even for one process).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from neuromas.errors import ConfigError, NeuromasError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that logs, prints and writes files."""
+        return self.rank == 0
+
+    def shard(self, items: list, what: str = "train.questions_per_step") -> list:
+        """This rank's contiguous block of a global batch; the batch must split evenly."""
+        if len(items) % self.size:
+            raise ConfigError(f"{what}: {len(items)} does not split evenly over {self.size} processes")
+        size = len(items) // self.size
+        return items[self.rank * size:(self.rank + 1) * size]
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of `tensor` over ranks (a new tensor, same device)."""
+        if self.size == 1:
+            return tensor.clone()
+        import torch.distributed as dist
+
+        out = tensor.detach().to(_comm_device(), copy=True)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.to(tensor.device)
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank (picklable objects)."""
+        if self.size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. preparing a model cache), then the others."""
+        if not self.main:
+            self.barrier()
+        yield
+        if self.main:
+            self.barrier()
+
+
+def _comm_device() -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def launched_world() -> World:
+    """The world the launcher describes in the environment (no process group is started)."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise NeuromasError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun or deepspeed)") from None
+    return World(rank, size, local)
+
+
+def init_world(deepspeed_requested: bool) -> World:
+    """Join the launcher's process group (gloo on CPU, nccl on GPU) when there is more than one
+    process, or when DeepSpeed is asked for in a single process."""
+    world = launched_world()
+    if world.size == 1 and not deepspeed_requested:
+        return world
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return world
+    if world.size == 1:  # a single process started by hand: DeepSpeed still wants a group
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+    try:
+        import deepspeed
+    except ImportError:
+        raise NeuromasError("multi-process training needs DeepSpeed (pip install 'neuromas[deepspeed]')") from None
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                               verbose=False)
+    return world
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

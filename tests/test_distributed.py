@@ -1,0 +1,171 @@
+"""Multi-process training on CPU: 2 ranks under torchrun and under the deepspeed launcher (gloo).
+
+Each run starts real processes (about 10-20 s each); tests/dist_driver.py is what they run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_overrides
+from neuromas.config import TrainConfig
+from neuromas.distributed import World
+from neuromas.errors import ConfigError
+from neuromas.optim import resolve_deepspeed_config
+from test_trainer import QUICKSTART, VARYING_REWARD
+
+TESTS = Path(__file__).parent
+DRIVER = TESTS / "dist_driver.py"
+
+
+def launch(launcher: str, *args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+               "--master_port", str(free_port())]
+    elif launcher == "deepspeed":
+        cmd = [shutil.which("deepspeed") or "deepspeed", "--num_gpus", str(processes),
+               "--master_port", str(free_port()), "--no_local_rank"]
+    else:
+        cmd = [sys.executable]
+    done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def free_port() -> int:
+    from neuromas.distributed import _free_port
+
+    return _free_port()
+
+
+def rank_states(directory: Path, processes: int = 2) -> list[dict[str, dict[str, torch.Tensor]]]:
+    return [torch.load(directory / f"rank{r}.pt") for r in range(processes)]
+
+
+def assert_same_adapters(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for node in a:
+        for key in a[node]:
+            assert torch.allclose(a[node][key], b[node][key], atol=atol, rtol=0), f"{node} {key} differs"
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_args(model_dir: Path, run_dir: Path, **extra) -> list[str]:
+    overrides = tiny_overrides(model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4, **extra})
+    return [str(DRIVER), "train", str(QUICKSTART), *overrides, VARYING_REWARD]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_two_processes_train_identical_adapters_and_write_once(tiny_model_dir, tmp_path, launcher):
+    run_dir = tmp_path / "run"
+    launch(launcher, *train_args(tiny_model_dir, run_dir))
+    ranks = rank_states(run_dir / "ranks")
+    assert_same_adapters(*ranks)
+    assert any(v.abs().sum() > 0 for node in ranks[0].values() for k, v in node.items() if "lora_B" in k)
+    steps = [m for m in metrics(run_dir) if "train/loss" in m]
+    assert [m["step"] for m in steps] == [1, 2]  # logged once, by rank 0
+    assert all(math.isfinite(m["train/loss"]) and m["train/rows_updated"] > 0 for m in steps)
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["step_1", "step_2"]  # no second writer's leftovers (.tmp-*)
+    saved = torch.load(run_dir / "checkpoints" / "step_2" / "rng.pt", weights_only=False)
+    assert len(saved["ranks"]) == 2 and not torch.equal(saved["ranks"][0]["torch"], saved["ranks"][1]["torch"])
+
+
+def test_two_ranks_update_equals_one_rank_on_the_whole_batch(tiny_model_dir, tmp_path):
+    """2 ranks x 2 questions == 1 process x 4 questions: same episodes, same advantages; the
+    loss normalisation and DeepSpeed's gradient reduction must make the updates equal."""
+    overrides = tiny_overrides(tiny_model_dir, tmp_path / "unused", **{"train.questions_per_step": 4,
+                                                                       "rollout.samples_per_question": 3,
+                                                                       "train.micro_batch_size": 4})
+    launch("torchrun", str(DRIVER), "update", str(tmp_path / "two"), *overrides)
+    launch("python", str(DRIVER), "update", str(tmp_path / "one"), *overrides)
+    two, (one,) = rank_states(tmp_path / "two" / "ranks"), rank_states(tmp_path / "one" / "ranks", 1)
+    assert_same_adapters(*two)
+    # Adam's first step is lr * g / (|g| + eps): blind to the gradient's scale, so compare the
+    # reduced gradient's norms too (DeepSpeed's, before clipping, against torch's)
+    two_metrics, one_metrics = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("two", "one"))
+    for key in ["train/grad_norm", *(k for k in one_metrics if k.endswith("/grad_norm"))]:
+        assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-5), key
+    assert two_metrics["train/loss"] == pytest.approx(one_metrics["train/loss"], abs=1e-6)  # a sum near 0
+    assert one_metrics["train/grad_norm"] > 0
+    # ...and the weights after the step agree far below the step size (lr 3e-4)
+    assert_same_adapters(two[0], one, atol=1e-5)
+    # ...and the update did something: the weights moved away from their (shared) start
+    launch("python", str(DRIVER), "update", str(tmp_path / "lr0"), *overrides, "train.lr=1e-12")
+    (start,) = rank_states(tmp_path / "lr0" / "ranks", 1)
+    with pytest.raises(AssertionError):
+        assert_same_adapters(one, start, atol=1e-4)
+
+
+def test_growth_under_two_processes_keeps_ranks_identical(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    stages = "[{topology: {widths: [1]}, steps: 2}, {topology: {widths: [2, 1]}, steps: 2}]"
+    launch("torchrun", *train_args(tiny_model_dir, run_dir, **{"growth.stages": stages}))
+    ranks = rank_states(run_dir / "ranks")
+    assert sorted(ranks[0]) == ["L0N0", "L0N1", "L1N0"]
+    assert_same_adapters(*ranks)
+    parent = load_file(run_dir / "checkpoints" / "stage_0" / "adapters" / "L0N0" / "adapter_model.safetensors")
+    for new_node in ("L0N0", "L0N1"):  # copies of the parent, then trained by the rebuilt engine
+        assert any(not torch.equal(v, parent[k]) for k, v in ranks[0][new_node].items()), new_node
+    steps = [m for m in metrics(run_dir) if "train/loss" in m]
+    assert [m["growth/stage"] for m in steps] == [0, 0, 1, 1]
+    assert all(math.isfinite(m["train/loss"]) for m in steps) and any(m["train/grad_norm"] > 0 for m in steps[2:])
+
+
+def test_resume_under_two_processes_repeats_the_same_steps(tiny_model_dir, tmp_path):
+    """Resume a finished run from its step 1: the optimizer state (gathered from the ZeRO
+    partitions by name) and every rank's RNG come back, so step 2 repeats exactly."""
+    run_dir = tmp_path / "run"
+    launch("torchrun", *train_args(tiny_model_dir, run_dir))
+    first = [m for m in metrics(run_dir) if m["step"] == 2 and "train/loss" in m][0]
+    final = rank_states(run_dir / "ranks")[0]
+    shutil.rmtree(run_dir / "checkpoints" / "step_2")
+    launch("torchrun", *train_args(tiny_model_dir, run_dir), f"--resume={run_dir}")
+    again = [m for m in metrics(run_dir) if m["step"] == 2 and "train/loss" in m]
+    assert len(again) == 1
+    for key in ("reward/mean", "train/loss", "train/grad_norm", "node/L1N0/msg_tokens"):
+        assert again[0][key] == pytest.approx(first[key], abs=1e-6), key
+    resumed = rank_states(run_dir / "ranks")
+    assert_same_adapters(*resumed)
+    assert_same_adapters(resumed[0], final, atol=1e-7)  # step 2 needed the restored Adam moments
+
+
+def test_deepspeed_config_names_resolve_and_bad_ones_fail_in_one_line(tmp_path):
+    config = resolve_deepspeed_config("zero2", World(0, 2), TrainConfig(micro_batch_size=4, max_grad_norm=0.5))
+    assert config["zero_optimization"]["stage"] == 2 and config["train_batch_size"] == 8
+    assert config["gradient_clipping"] == 0.5 and config["bf16"]["enabled"] is torch.cuda.is_available()
+    assert resolve_deepspeed_config(None, World(), TrainConfig()) is None  # one process: plain torch
+    assert resolve_deepspeed_config(None, World(0, 2), TrainConfig())["zero_optimization"]["stage"] == 2
+    offload = resolve_deepspeed_config("zero2-offload", World(), TrainConfig(lr=3e-4))
+    assert offload["optimizer"]["params"]["lr"] == 3e-4
+    with pytest.raises(ConfigError, match="no config named 'zero9'"):
+        resolve_deepspeed_config("zero9", World(), TrainConfig())
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        resolve_deepspeed_config(str(bad), World(), TrainConfig())
+    accumulate = tmp_path / "ga.json"
+    accumulate.write_text('{"gradient_accumulation_steps": 4}')
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
+        resolve_deepspeed_config(str(accumulate), World(), TrainConfig())
+
+
+def test_uneven_batch_split_is_a_config_error():
+    with pytest.raises(ConfigError, match="does not split evenly over 2 processes"):
+        World(1, 2).shard([1, 2, 3])
+    assert World(1, 2).shard([1, 2, 3, 4]) == [3, 4]
