@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=5 topology.widths=[3,1]")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the recipe, its data and the run directory, then exit (the launch/ scripts do "
+                            "this before starting N processes)")
     train.add_argument("--deepspeed", metavar="CONFIG",
                        help="DeepSpeed config: a name in configs/deepspeed/ (zero2, zero2-offload, zero0) or a "
                             "JSON path; same as distributed.deepspeed=CONFIG (default zero2 with N > 1 processes)")
@@ -80,6 +83,8 @@ def train(args: argparse.Namespace) -> None:
     overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
     cfg = load_config(args.recipe, overrides)
     run_dir = run_dir_for(cfg.name, cfg.tracking.run_dir, args.resume)
+    if args.dry_run:
+        return check_recipe(cfg)
     trainer = Trainer(cfg, run_dir)
     if args.resume:
         trainer.resume()
@@ -92,6 +97,22 @@ def train(args: argparse.Namespace) -> None:
     if main:
         print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
               file=sys.stderr)
+
+
+def check_recipe(cfg) -> None:
+    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config."""
+    from neuromas.distributed import World
+    from neuromas.optim import resolve_deepspeed_config
+    from neuromas.tasks import build_task
+    from neuromas.topology import Topology
+
+    for stage in cfg.stages():
+        Topology.from_config(stage.topology)
+    build_task(cfg.task)
+    if cfg.distributed.deepspeed:
+        resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
+    print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.train.steps} steps)",
+          file=sys.stderr)
 
 
 def grow(args: argparse.Namespace) -> None:

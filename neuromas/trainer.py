@@ -115,6 +115,7 @@ class Trainer:
                 self._end_stage(stage)
         self._evaluate(self.step)
         self.save(self.run_dir / "adapters", adapters_only=True)
+        self._check_ranks_agree()
         self.tracker.close()
         return history
 
@@ -165,7 +166,8 @@ class Trainer:
         extra["reward/errors"] = float(self.task.num_reward_errors)  # answers a raising reward scored 0, so far
         metrics = {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
                    **message_metrics(episodes, self.topology.node_ids), **extra, "credit/mode": alg.credit,
-                   "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular), **timer}
+                   "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular),
+                   "rollout/tokens": float(sum(len(m.completion_ids) for m in episodes.messages)), **timer}
         if self.world.size > 1:
             metrics = combine_rank_metrics(self.world.gather(metrics))
             everyone = torch.cat(self.world.gather(task_rewards[:episodes.num_regular]))
@@ -329,11 +331,24 @@ class Trainer:
             if self.world.main:
                 ckpt.save_adapters(target, self.agents, state)
         else:  # every rank takes part in gathering the state; rank 0 writes it
+            self._check_ranks_agree()
             optimizer, rng = {"state": self.optimizer.named_state()}, self.world.gather(ckpt.rng_state())
             if self.world.main:
                 ckpt.save_checkpoint(target, self.agents, optimizer, state, rng)
         self.world.barrier()  # nobody reads the checkpoint before it is complete
         return target
+
+    def _check_ranks_agree(self) -> None:
+        """Data parallelism keeps every rank's adapters identical; stop loudly if they are not."""
+        if self.world.size == 1:
+            return
+        params = self.agents.parameters()
+        digest = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+                              for p in params]).cpu()
+        differ = [r for r, d in enumerate(self.world.gather(digest)) if not torch.equal(d, digest)]
+        if differ:
+            raise NeuromasError(f"step {self.step}: rank {self.world.rank} and rank(s) {differ} hold different "
+                                "adapters; data-parallel training went out of step (please report this)")
 
     def resume(self) -> None:
         """Continue from the latest checkpoint of the run directory."""
@@ -405,8 +420,8 @@ def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str
 
 
 def combine_rank_metrics(per_rank: list[dict]) -> dict:
-    """One step's metrics from every rank's: phase times take the slowest rank, reward errors add
-    up, text is rank 0's, and the rest is the mean over the ranks that have the key (each rank has
+    """One step's metrics from every rank's: phase times take the slowest rank, reward errors and
+    generated tokens add up, text is rank 0's, and the rest is the mean over the ranks that have the key (each rank has
     an equal share of the questions; the update's metrics are already global and equal)."""
     out = {}
     for key in dict.fromkeys(k for m in per_rank for k in m):
@@ -415,7 +430,7 @@ def combine_rank_metrics(per_rank: list[dict]) -> dict:
             out[key] = values[0]
         elif key.startswith("time/"):
             out[key] = max(values)
-        elif key == "reward/errors":
+        elif key in ("reward/errors", "rollout/tokens"):
             out[key] = sum(values)
         else:
             out[key] = sum(values) / len(values)

@@ -31,12 +31,12 @@ DRIVER = TESTS / "dist_driver.py"
 def launch(launcher: str, *args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # torchrun, deepspeed
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                "--master_port", str(free_port())]
-    elif launcher == "deepspeed":
-        cmd = [shutil.which("deepspeed") or "deepspeed", "--num_gpus", str(processes),
-               "--master_port", str(free_port()), "--no_local_rank"]
+    elif launcher == "script":
+        cmd = ["bash"]
     else:
         cmd = [sys.executable]
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
@@ -70,10 +70,9 @@ def train_args(model_dir: Path, run_dir: Path, **extra) -> list[str]:
     return [str(DRIVER), "train", str(QUICKSTART), *overrides, VARYING_REWARD]
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
-def test_two_processes_train_identical_adapters_and_write_once(tiny_model_dir, tmp_path, launcher):
+def test_two_processes_train_identical_adapters_and_write_once(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    launch(launcher, *train_args(tiny_model_dir, run_dir))
+    launch("torchrun", *train_args(tiny_model_dir, run_dir))
     ranks = rank_states(run_dir / "ranks")
     assert_same_adapters(*ranks)
     assert any(v.abs().sum() > 0 for node in ranks[0].values() for k, v in node.items() if "lora_B" in k)
@@ -169,3 +168,26 @@ def test_uneven_batch_split_is_a_config_error():
     with pytest.raises(ConfigError, match="does not split evenly over 2 processes"):
         World(1, 2).shard([1, 2, 3])
     assert World(1, 2).shard([1, 2, 3, 4]) == [3, 4]
+
+
+@pytest.mark.parametrize("script", ["torchrun.sh", "deepspeed.sh"])
+def test_launch_scripts_run_the_cli_on_two_processes(tiny_model_dir, tmp_path, script):
+    """The launch/ wrappers, as the README gives them; the trainer itself checks at every
+    checkpoint that the ranks hold identical adapters, and stops if not."""
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4})
+    done = launch("script", str(TESTS.parent / "launch" / script), "2", str(QUICKSTART), *overrides, VARYING_REWARD,
+                  "--deepspeed", "zero2")
+    assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_1", "step_2"]
+    assert (run_dir / "adapters" / "L1N0" / "adapter_model.safetensors").is_file()
+    assert [m["step"] for m in metrics(run_dir) if "train/loss" in m] == [1, 2]
+
+
+def test_launcher_with_a_bad_recipe_fails_in_one_line(tmp_path):
+    done = subprocess.run(["bash", str(TESTS.parent / "launch" / "torchrun.sh"), "2", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                                      os.environ.get("PATH", "")])})
+    assert done.returncode != 0
+    assert "neuromas: error: recipe not found" in done.stderr and "Traceback" not in done.stderr
