@@ -118,24 +118,47 @@ class PromptsConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "arithmetic"  # arithmetic (built-in generator) | jsonl ({"question", "answer"} lines)
-    reward: str = "exact_match"  # built-in reward name or dotted path "pkg.module:function"
-    answer_format: str = "Put the final answer in \\boxed{}."  # told to the answering node
+    # Kinds. Generated, with a `depth` knob: arithmetic (nested expressions), lookup (multi-hop
+    # chains through a table), countdown (reach a target from given numbers). From data (task.path
+    # JSONL or a Hugging Face task.dataset): math (GSM8K / MATH), choice (MMLU-style multiple
+    # choice), code (HumanEval / MBPP, run in a sandbox), jsonl (your own {"question", "answer"}
+    # rows, scored by task.reward).
+    name: str = "arithmetic"
+    reward: str = "auto"  # auto (the kind's own) | exact_match | math_match | choice_match | lookup_match | countdown_match | code_tests | "pkg.module:function"
+    answer_format: str = "auto"  # told to the answering node; auto: the kind's own
+    format_weight: float = 0.0  # reward += format_weight when the answer is in the required form
     seed: int = 0  # data seed; the test split uses a seed disjoint from the train stream
-    # arithmetic
-    depth: int = 2  # operators per expression
-    max_value: int = 9  # operands are drawn from 1..max_value
-    num_test: int = 64  # size of the held-out test split
-    # jsonl
+    # generated kinds
+    depth: int = 2  # arithmetic: operators; lookup: hops; countdown: numbers - 1
+    max_value: int = 9  # arithmetic, countdown: numbers are drawn from 1..max_value
+    table_size: int = 8  # lookup: names in the table
+    num_test: int = 64  # size of the held-out test (and validation) split
+    # data kinds: JSONL files, or a Hugging Face dataset (needs `datasets` and the hub)
     path: Optional[str] = None  # training file
     test_path: Optional[str] = None  # optional test file
-    validation_path: Optional[str] = None  # optional validation file (growth gates); arithmetic makes its own
+    validation_path: Optional[str] = None  # optional validation file (growth gates); generated kinds make their own
+    dataset: Optional[str] = None  # e.g. openai/gsm8k
+    dataset_config: Optional[str] = None  # e.g. main
+    split: str = "train"
+    test_split: Optional[str] = "test"
+    validation_split: Optional[str] = None
+    # code
+    code_score: str = "all"  # all: 1 if every test passes | fraction: the share that pass
+    sandbox_wall_s: float = 10.0  # per program run
+    sandbox_cpu_s: int = 5
+    sandbox_memory_mb: int = 1024
 
     def __post_init__(self) -> None:
-        _check_choice("task", "name", self.name, ("arithmetic", "jsonl"))
-        _check_positive("task", self, "depth", "max_value", "num_test")
-        if self.name == "jsonl" and not self.path:
-            raise ConfigError("task.path: required when task.name is jsonl")
+        _check_choice("task", "name", self.name, ("arithmetic", "lookup", "countdown", "math", "choice", "code",
+                                                  "jsonl"))
+        _check_positive("task", self, "depth", "max_value", "num_test", "table_size", "sandbox_wall_s",
+                        "sandbox_cpu_s", "sandbox_memory_mb")
+        _check_positive("task", self, "format_weight", allow_zero=True)
+        _check_choice("task", "code_score", self.code_score, ("all", "fraction"))
+        if self.name in ("math", "choice", "code", "jsonl") and not (self.path or self.dataset):
+            raise ConfigError(f"task.path: required when task.name is {self.name} (or give task.dataset)")
+        if self.path and self.dataset:
+            raise ConfigError("task.path and task.dataset: give one source of data, not both")
 
 
 @dataclass

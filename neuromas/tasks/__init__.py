@@ -14,18 +14,48 @@ from typing import Callable
 import torch
 
 from neuromas.config import TaskConfig
-from neuromas.tasks.arithmetic import ArithmeticSource
-from neuromas.tasks.jsonl import JsonlSource
-from neuromas.tasks.rewards import Sample, resolve_reward
+from neuromas.tasks.arithmetic import ArithmeticSource, GeneratedSource
+from neuromas.tasks.choice import choice_match, states_letter
+from neuromas.tasks.code import CodeReward, has_code_block
+from neuromas.tasks.jsonl import RowSource, choice_row, code_row, math_row, qa_row, read_hf_dataset, read_jsonl
+from neuromas.tasks.math_answers import has_boxed, math_match
+from neuromas.tasks.rewards import Sample, exact_match, resolve_reward
+from neuromas.tasks.sandbox import Limits
+from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 
 RewardFn = Callable[[str, Sample], float]
 
-__all__ = ["Sample", "Task", "RewardFn", "build_task"]
+__all__ = ["Sample", "Task", "RewardFn", "build_task", "KINDS"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    reward: str  # the default reward's name
+    answer_format: str
+    format_ok: Callable[[str], bool]  # is the reply in the required form (the optional format reward)
+    convert: Callable | None = None  # row -> Sample, for kinds read from data
+
+
+BOXED = "Put the final answer in \\boxed{}."
+KINDS = {
+    "arithmetic": Kind("exact_match", BOXED, has_boxed),
+    "lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed),
+    "countdown": Kind("countdown_match", "Put one expression that uses every number in \\boxed{}, e.g. "
+                      "\\boxed{(3 + 5) * 2}.", has_boxed),
+    "math": Kind("math_match", BOXED, has_boxed, math_row),
+    "choice": Kind("choice_match", "Put the letter of the right choice in \\boxed{}, e.g. \\boxed{B}.",
+                   states_letter, choice_row),
+    "code": Kind("code_tests", "Write the complete Python function in one ```python code block.",
+                 has_code_block, code_row),
+    "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
+}
+REWARDS = {"exact_match": exact_match, "math_match": math_match, "choice_match": choice_match,
+           "lookup_match": lookup_match, "countdown_match": countdown_match}
 
 
 @dataclass
 class Task:
-    source: ArithmeticSource | JsonlSource
+    source: GeneratedSource | RowSource
     reward: RewardFn
     answer_format: str
 
@@ -59,9 +89,41 @@ class Task:
         return torch.tensor(rewards, dtype=torch.float32)
 
 
-def build_task(cfg: TaskConfig) -> Task:
+def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
     if cfg.name == "arithmetic":
-        source = ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
+        return ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
+    if cfg.name == "lookup":
+        return LookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
+    if cfg.name == "countdown":
+        return CountdownSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
+    convert = KINDS[cfg.name].convert
+    if cfg.dataset:
+        def split(name):
+            return read_hf_dataset(cfg.dataset, cfg.dataset_config, name, convert) if name else []
+        return RowSource(split(cfg.split), split(cfg.test_split), split(cfg.validation_split), cfg.seed)
+    def read(path):
+        return read_jsonl(path, convert) if path else []
+    return RowSource(read(cfg.path), read(cfg.test_path), read(cfg.validation_path), cfg.seed)
+
+
+def build_reward(cfg: TaskConfig) -> RewardFn:
+    """The configured reward, plus `format_weight` x (reply in the kind's required form)."""
+    kind = KINDS[cfg.name]
+    name = kind.reward if cfg.reward == "auto" else cfg.reward
+    if name == "code_tests":
+        reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox_wall_s, cpu_s=cfg.sandbox_cpu_s,
+                                                   memory_mb=cfg.sandbox_memory_mb))
     else:
-        source = JsonlSource(cfg.path, cfg.test_path, seed=cfg.seed, validation_path=cfg.validation_path)
-    return Task(source=source, reward=resolve_reward(cfg.reward), answer_format=cfg.answer_format)
+        reward = REWARDS[name] if name in REWARDS else resolve_reward(name)
+    if not cfg.format_weight:
+        return reward
+    weight, format_ok = cfg.format_weight, kind.format_ok
+
+    def with_format(completion: str, sample: Sample) -> float:
+        return float(reward(completion, sample)) + weight * float(format_ok(completion))
+    return with_format
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    answer_format = KINDS[cfg.name].answer_format if cfg.answer_format == "auto" else cfg.answer_format
+    return Task(source=build_source(cfg), reward=build_reward(cfg), answer_format=answer_format)

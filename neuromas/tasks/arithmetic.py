@@ -29,13 +29,25 @@ def make_expression(rng: random.Random, depth: int, max_value: int) -> tuple[str
     return f"{wrap(left, left_ops)} {op} {wrap(right, depth - 1 - left_ops)}", value
 
 
-class ArithmeticSource:
-    def __init__(self, depth: int, max_value: int, seed: int, num_test: int):
-        self.depth, self.max_value, self.seed, self.num_test = depth, max_value, seed, num_test
+class GeneratedSource:
+    """A seeded generator as a task source: `make(rng)` gives (question, answer, meta).
+
+    The test and validation splits are `num_test` distinct questions each, from their own
+    seeds; the train stream is a pure function of the sample index and never yields a question
+    of either split.
+    """
+
+    kind = "generated"
+
+    def __init__(self, seed: int, num_test: int):
+        self.seed, self.num_test = seed, num_test
+
+    def make(self, rng: random.Random) -> tuple[str, str, dict]:
+        raise NotImplementedError
 
     def _sample(self, rng: random.Random, sample_id: str) -> Sample:
-        text, value = make_expression(rng, self.depth, self.max_value)
-        return Sample(id=sample_id, question=f"Compute {text}.", answer=str(value))
+        question, answer, meta = self.make(rng)
+        return Sample(id=sample_id, question=question, answer=answer, meta=meta)
 
     def test_samples(self) -> list[Sample]:
         return self._splits["test"]
@@ -45,13 +57,13 @@ class ArithmeticSource:
 
     @cached_property
     def _splits(self) -> dict[str, list[Sample]]:
-        """Test, then validation: each `num_test` distinct expressions, disjoint from each other."""
+        """Test, then validation: each `num_test` distinct questions, disjoint from each other."""
         seen: set[str] = set()
         splits = {}
         for split in ("test", "validation"):
-            rng = random.Random(f"arithmetic-{split}-{self.seed}")
+            rng = random.Random(f"{self.kind}-{split}-{self.seed}")
             samples = []
-            # Small spaces (depth 1, max 3) may hold fewer distinct expressions than asked for.
+            # Small spaces (depth 1, max 3) may hold fewer distinct questions than asked for.
             for _ in range(self.num_test * 50):
                 sample = self._sample(rng, f"{split}-{len(samples)}")
                 if sample.question not in seen:
@@ -68,9 +80,21 @@ class ArithmeticSource:
         return {s.question for split in self._splits.values() for s in split}
 
     def train_sample(self, index: int) -> Sample:
-        rng = random.Random(f"arithmetic-train-{self.seed}-{index}")
+        rng = random.Random(f"{self.kind}-train-{self.seed}-{index}")
         for _ in range(1000):
             sample = self._sample(rng, f"train-{index}")
             if sample.question not in self._test_questions:
                 return sample
-        raise AssertionError("the test split covers the whole expression space; lower task.num_test")
+        raise AssertionError("the test split covers the whole question space; lower task.num_test")
+
+
+class ArithmeticSource(GeneratedSource):
+    kind = "arithmetic"
+
+    def __init__(self, depth: int, max_value: int, seed: int, num_test: int):
+        super().__init__(seed, num_test)
+        self.depth, self.max_value = depth, max_value
+
+    def make(self, rng: random.Random) -> tuple[str, str, dict]:
+        text, value = make_expression(rng, self.depth, self.max_value)
+        return f"Compute {text}.", str(value), {}

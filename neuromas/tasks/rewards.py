@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from neuromas.errors import ConfigError
@@ -13,8 +15,9 @@ from neuromas.errors import ConfigError
 @dataclass(frozen=True)
 class Sample:
     id: str
-    question: str
-    answer: str
+    question: str  # what the nodes are given (multiple choice: with its choices)
+    answer: str  # the reference: a number, a letter, a name; "" for code (tests decide)
+    meta: dict = field(default_factory=dict, compare=False)  # kind-specific: choices, tests, numbers
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -62,10 +65,13 @@ BUILTIN_REWARDS: dict[str, Callable[[str, Sample], float]] = {"exact_match": exa
 
 
 def resolve_reward(name: str) -> Callable[[str, Sample], float]:
-    """A built-in reward by name, or any function by dotted path (``pkg.module:function``)."""
+    """A built-in reward by name, or any function by dotted path (``pkg.module:function``) or
+    in a Python file (``path/to/rewards.py:function``, relative to the working directory)."""
     if name in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[name]
     module_name, sep, attr = name.partition(":")
+    if module_name.endswith(".py"):
+        return _from_file(Path(module_name), attr, name)
     if not sep:
         module_name, _, attr = name.rpartition(".")
     if not module_name or not attr:
@@ -77,4 +83,19 @@ def resolve_reward(name: str) -> Callable[[str, Sample], float]:
         raise ConfigError(f"task.reward: cannot import {name!r} ({e})") from None
     if not callable(fn):
         raise ConfigError(f"task.reward: {name!r} is not callable")
+    return fn
+
+
+def _from_file(path: Path, attr: str, name: str) -> Callable[[str, Sample], float]:
+    if not path.is_file():
+        raise ConfigError(f"task.reward: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"neuromas_reward_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file: report it in one line
+        raise ConfigError(f"task.reward: cannot load {path} ({type(e).__name__}: {e})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"task.reward: {path} has no function {attr!r}")
     return fn
