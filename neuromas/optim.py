@@ -16,6 +16,7 @@ trainable parameter, in one fixed order on every rank. DeepSpeed then reduces, c
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -185,7 +186,10 @@ def _norm(tensors: list[torch.Tensor]) -> float:
 
 def resolve_deepspeed_config(name: str | None, world: World, train: TrainConfig) -> dict | None:
     """The DeepSpeed config dict to use, with "auto" values filled from the recipe; None for
-    plain torch (one process, no config named). N > 1 processes default to zero2."""
+    plain torch (one process, no config named). N > 1 processes default to zero2; under
+    `accelerate launch`, its DeepSpeed config file is the default."""
+    # `accelerate launch` with a DeepSpeed config file says so in the environment.
+    name = name or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or None
     if name is None and world.size == 1:
         return None
     name = name or "zero2"

@@ -37,6 +37,9 @@ def launch(launcher: str, *args: str, processes: int = 2, timeout: int = 300) ->
                "--master_port", str(free_port())]
     elif launcher == "script":
         cmd = ["bash"]
+    elif launcher == "accelerate":
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(TESTS.parent / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(free_port())]
     else:
         cmd = [sys.executable]
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
@@ -126,15 +129,18 @@ def test_growth_under_two_processes_keeps_ranks_identical(tiny_model_dir, tmp_pa
     assert all(math.isfinite(m["train/loss"]) for m in steps) and any(m["train/grad_norm"] > 0 for m in steps[2:])
 
 
-def test_resume_under_two_processes_repeats_the_same_steps(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("deepspeed", ["zero2", "zero2-offload"])
+def test_resume_under_two_processes_repeats_the_same_steps(tiny_model_dir, tmp_path, deepspeed):
     """Resume a finished run from its step 1: the optimizer state (gathered from the ZeRO
-    partitions by name) and every rank's RNG come back, so step 2 repeats exactly."""
+    partitions by name; with offload, from DeepSpeed's CPU Adam) and every rank's RNG come
+    back, so step 2 repeats exactly."""
     run_dir = tmp_path / "run"
-    launch("torchrun", *train_args(tiny_model_dir, run_dir))
+    launch("torchrun", *train_args(tiny_model_dir, run_dir, **{"distributed.deepspeed": deepspeed}))
     first = [m for m in metrics(run_dir) if m["step"] == 2 and "train/loss" in m][0]
     final = rank_states(run_dir / "ranks")[0]
     shutil.rmtree(run_dir / "checkpoints" / "step_2")
-    launch("torchrun", *train_args(tiny_model_dir, run_dir), f"--resume={run_dir}")
+    launch("torchrun", *train_args(tiny_model_dir, run_dir, **{"distributed.deepspeed": deepspeed}),
+           f"--resume={run_dir}")
     again = [m for m in metrics(run_dir) if m["step"] == 2 and "train/loss" in m]
     assert len(again) == 1
     for key in ("reward/mean", "train/loss", "train/grad_norm", "node/L1N0/msg_tokens"):
@@ -164,6 +170,13 @@ def test_deepspeed_config_names_resolve_and_bad_ones_fail_in_one_line(tmp_path):
         resolve_deepspeed_config(str(accumulate), World(), TrainConfig())
 
 
+def test_accelerate_launch_deepspeed_config_is_the_default(monkeypatch):
+    zero0 = TESTS.parent / "configs" / "deepspeed" / "zero0.json"
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(zero0))
+    assert resolve_deepspeed_config(None, World(), TrainConfig())["zero_optimization"]["stage"] == 0
+    assert resolve_deepspeed_config("zero2", World(), TrainConfig())["zero_optimization"]["stage"] == 2
+
+
 def test_uneven_batch_split_is_a_config_error():
     with pytest.raises(ConfigError, match="does not split evenly over 2 processes"):
         World(1, 2).shard([1, 2, 3])
@@ -181,6 +194,14 @@ def test_launch_scripts_run_the_cli_on_two_processes(tiny_model_dir, tmp_path, s
     assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_1", "step_2"]
     assert (run_dir / "adapters" / "L1N0" / "adapter_model.safetensors").is_file()
+    assert [m["step"] for m in metrics(run_dir) if "train/loss" in m] == [1, 2]
+
+
+def test_accelerate_launch_runs_the_cli_on_two_processes(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.questions_per_step": 4})
+    done = launch("accelerate", "-m", "neuromas", "train", str(QUICKSTART), *overrides, VARYING_REWARD)
+    assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr
     assert [m["step"] for m in metrics(run_dir) if "train/loss" in m] == [1, 2]
 
 
