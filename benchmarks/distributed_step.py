@@ -13,44 +13,18 @@ Prints a Markdown table; quote ratios from one run, not absolute times (machines
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import median_after_first, train_run
 
 
 def run(processes: int, deepspeed: str | None, recipe: str, steps: int, overrides: list[str], cores: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="neuromas-bench-") as tmp:
-        run_dir = Path(tmp) / "run"
-        args = [recipe, f"train.steps={steps}", "eval.num_questions=0", "tracking.transcripts_every=0",
-                "checkpoint.every=0", f"tracking.run_dir={run_dir}", *overrides]
-        if deepspeed:
-            args += ["--deepspeed", deepspeed]
-        if processes == 1:
-            cmd = [sys.executable, "-m", "neuromas", "train", *args]
-        else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                   "-m", "neuromas", "train", *args]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // processes))}
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            sys.exit(f"benchmark run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps_logged = [r for r in rows if "time/step" in r][1:] or [r for r in rows if "time/step" in r]
-    step = statistics.median(r["time/step"] for r in steps_logged)
-    tokens = statistics.median(r["rollout/tokens"] for r in steps_logged)
+    rows, wall = train_run(recipe, steps, overrides, processes, deepspeed, cores)
+    step, tokens = median_after_first(rows, "time/step"), median_after_first(rows, "rollout/tokens")
     return {"step_s": step, "tokens": tokens, "tokens_per_s": tokens / step, "wall_s": wall,
-            "rollout_s": statistics.median(r["time/rollout"] for r in steps_logged),
-            "update_s": statistics.median(r["time/update"] for r in steps_logged)}
+            "rollout_s": median_after_first(rows, "time/rollout"), "update_s": median_after_first(rows, "time/update")}
 
 
 def main() -> None:

@@ -165,7 +165,13 @@ def plot(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # `train RECIPE --deepspeed zero2 train.steps=5`: overrides may also come after an option.
+    if args.command == "train" and extra and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if hasattr(sys.stdout, "reconfigure"):  # step lines reach log files (nohup, SLURM) as they happen
         sys.stdout.reconfigure(line_buffering=True)
     # Raised inside peft on every adapter; nothing a user can act on.

@@ -122,3 +122,19 @@ def test_init_from_a_different_topology_is_an_error(tiny_run, tmp_path, capsys):
     config = tiny_run / "config.yaml"
     assert main(["train", str(config), *overrides]) == 2
     assert "holds topology [2, 1]" in capsys.readouterr().err
+
+
+def test_dry_run_checks_recipe_data_and_deepspeed_config_without_training(tmp_path, capsys):
+    assert main(["train", "--dry-run", str(QUICKSTART), f"tracking.run_dir={tmp_path / 'run'}"]) == 0
+    assert "is valid" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["train", "--dry-run", str(QUICKSTART), "task.name=math", "task.path=nope.jsonl"]) == 2
+    assert "dataset not found: nope.jsonl" in capsys.readouterr().err
+    assert main(["train", "--dry-run", str(QUICKSTART), "--deepspeed", "zero7"]) == 2
+    assert "no config named 'zero7'" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    argv = ["train", str(QUICKSTART), "--dry-run", "train.steps=3", f"tracking.run_dir={tmp_path / 'run'}"]
+    assert main(argv) == 0 and "3 steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(QUICKSTART), "--dry-run", "--nonsense"])

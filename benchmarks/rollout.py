@@ -1,0 +1,157 @@
+"""Rollout throughput and memory of one layer of W agents (issue 8, tables 1 and 2).
+
+Throughput: generated tokens per second for W nodes x B episodes, every row generating exactly
+T tokens (stop tokens suppressed, so all variants do the same work):
+  mixed      neuromas: one generate call, each row with its own node's adapter
+  single     the same rows all on one adapter: the ceiling for a batch of that size
+  per node   one generate call per node (B rows each), adapters switched in between
+  copies     one full model copy per agent, each generating its own rows (how several
+             multi-agent frameworks run agents); same compute as per node, W x the memory
+Memory: peak resident memory of a process that builds the system and generates once, for
+neuromas (one base, W adapters) and for one model copy per agent.
+
+    python benchmarks/rollout.py                       # W = 1 3 7, B = 4, T = 32, SmolLM2-135M
+    python benchmarks/rollout.py --widths 1 3 --episodes 8 --tokens 16
+
+Each throughput is the best of 2 runs after a full-size warm-up. Prints Markdown tables;
+quote the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from neuromas.agents import Agents
+from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
+from neuromas.models import load_base_model
+
+QUESTIONS = ["Compute (3 + 4) * 2.", "Compute 9 - 2 * 3.", "Compute (8 - 5) * (2 + 1).", "Compute 7 * 6 - 5.",
+             "Compute 4 + 4 * 4.", "Compute (9 + 1) * 3.", "Compute 6 * 2 + 7.", "Compute 5 * (6 - 4)."]
+LORA = AgentsConfig(lora=LoraSettings(rank=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+
+
+def build(model: str, width: int, copies: bool) -> list[Agents]:
+    """One Agents with `width` adapters, or `width` Agents each on its own copy of the base."""
+    base, tokenizer = load_base_model(ModelConfig(name=model))
+    ids = [f"L0N{i}" for i in range(width)]
+    if copies:
+        systems = [Agents(copy.deepcopy(base) if i else base, tokenizer, LORA, [node]) for i, node in enumerate(ids)]
+    else:
+        systems = [Agents(base, tokenizer, LORA, ids)]
+    torch.manual_seed(0)
+    for system in systems:  # trained-looking adapters: B != 0, so each node really differs
+        for param in system.parameters():
+            param.data.normal_(0, 0.02)
+        system.stop_ids = [tokenizer.vocab_size - 1]  # (almost) never sampled: every row runs T tokens
+    return systems
+
+
+def prompts(agents: Agents, count: int) -> list[torch.Tensor]:
+    return [agents.encode([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]) for i in range(count)]
+
+
+def timed(fn, repeats: int = 2) -> tuple[float, int]:
+    """(seconds, tokens) of the fastest of `repeats` runs: the least disturbed by other load."""
+    best = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = fn()
+        seconds = time.perf_counter() - start
+        best = (seconds, tokens) if best is None or seconds < best[0] else best
+    return best
+
+
+def generate(agents: Agents, rows: list[torch.Tensor], nodes: list[str], tokens: int) -> int:
+    out = agents.generate(rows, nodes, tokens, temperature=1.0)
+    return sum(len(g.completion_ids) for g in out)
+
+
+def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, float]:
+    (agents,) = build(model, width, copies=False)
+    nodes = [n for n in agents.node_ids for _ in range(episodes)]
+    rows = prompts(agents, len(nodes))
+    generate(agents, rows, nodes, tokens)  # warm-up at full size
+    results = {
+        "mixed": timed(lambda: generate(agents, rows, nodes, tokens)),
+        "single": timed(lambda: generate(agents, rows, [agents.node_ids[0]] * len(rows), tokens)),
+        "per node": timed(lambda: sum(generate(agents, rows[i * episodes:(i + 1) * episodes], [n] * episodes, tokens)
+                                      for i, n in enumerate(agents.node_ids))),
+    }
+    del agents
+    systems = build(model, width, copies=True)
+    generate(systems[0], rows[:episodes], systems[0].node_ids * episodes, tokens)  # warm-up
+    results["copies"] = timed(lambda: sum(generate(s, rows[i * episodes:(i + 1) * episodes], s.node_ids * episodes,
+                                                   tokens) for i, s in enumerate(systems)))
+    return {name: count / seconds for name, (seconds, count) in results.items()}
+
+
+def memory_child(model: str, width: int, copies: bool) -> None:
+    """Run in a fresh process: build, generate once, print peak RSS in MiB."""
+    systems = build(model, width, copies)
+    for s in systems:
+        generate(s, prompts(s, 2 * len(s.node_ids)), [n for n in s.node_ids for _ in range(2)], 8)
+    # VmHWM, not ru_maxrss: the latter can carry over the peak of the parent that forked us.
+    peak_kib = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[1])
+    print(json.dumps({"peak_mib": peak_kib / 1024}))
+
+
+def memory(model: str, width: int, copies: bool) -> float:
+    cmd = [sys.executable, __file__, "--memory-child", str(width), "--model", model] + (["--copies"] if copies else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"memory run failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[1, 3, 7])
+    parser.add_argument("--episodes", type=int, default=4, help="B: rows per node")
+    parser.add_argument("--tokens", type=int, default=32, help="T: tokens generated per row")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--copies", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", action="store_true", help="only the memory table")
+    args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.model, args.memory_child, args.copies)
+    if args.memory_only:
+        return print_memory(args)
+    print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"model {args.model}, fp32, LoRA r8 on q/k/v/o of every layer; B = {args.episodes} episodes per node, "
+          f"T = {args.tokens} tokens per row.\n")
+    print("| W nodes | rows | mixed tok/s | single-adapter tok/s | per-node tok/s | model-copy tok/s | mixed / single "
+          "| mixed / per node | mixed / copies |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for width in args.widths:
+        r = throughput(args.model, width, args.episodes, args.tokens)
+        print(f"| {width} | {width * args.episodes} | {r['mixed']:.1f} | {r['single']:.1f} | {r['per node']:.1f} | "
+              f"{r['copies']:.1f} | {r['mixed'] / r['single']:.2f} | {r['mixed'] / r['per node']:.2f} | "
+              f"{r['mixed'] / r['copies']:.2f} |", flush=True)
+    print()
+    print_memory(args)
+
+
+def print_memory(args: argparse.Namespace) -> None:
+    print("| W nodes | neuromas peak MiB (1 base, W adapters) | one copy per agent peak MiB | ratio |")
+    print("| --- | --- | --- | --- |")
+    for width in args.widths:
+        ours, theirs = memory(args.model, width, False), memory(args.model, width, True)
+        print(f"| {width} | {ours:.0f} | {theirs:.0f} | {theirs / ours:.2f}x |", flush=True)
+    only = " --memory-only" if args.memory_only else ""
+    print(f"\nCommand: python benchmarks/rollout.py --widths {' '.join(map(str, args.widths))} "
+          f"--episodes {args.episodes} --tokens {args.tokens}{only}")
+
+
+if __name__ == "__main__":
+    main()
