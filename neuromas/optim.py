@@ -61,22 +61,11 @@ class TorchOptimizer:
 
     def named_state(self) -> dict[str, dict]:
         """Parameter name -> its optimizer state (CPU tensors)."""
-        by_param = {p: n for n, p in self.agents.model.named_parameters()}
-        return {by_param[p]: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
-                for p, state in self.optimizer.state.items() if p in by_param}
+        return _state_by_name(self.agents, self.optimizer)
 
     def load_named_state(self, named: dict[str, dict], rename: dict[str, str]) -> int:
         """Give surviving parameters (old node id -> new, by `rename`) their saved state; returns how many."""
-        params = dict(self.agents.model.named_parameters())
-        carried = 0
-        for name, state in named.items():
-            new_name = rename_adapter(name, rename)
-            if new_name is not None and new_name in params:
-                device = params[new_name].device
-                self.optimizer.state[params[new_name]] = {
-                    k: v.clone().to(device) if torch.is_tensor(v) and v.dim() else v for k, v in state.items()}
-                carried += 1
-        return carried
+        return _load_by_param(self.optimizer, _survivors(self.agents, named, rename))
 
 
 class DeepSpeedOptimizer:
@@ -113,14 +102,8 @@ class DeepSpeedOptimizer:
     def node_grad_norms(self, node_ids: list[str]) -> dict[str, float]:
         """Norms of each node's gradient after the reduction (one collective over all adapters)."""
         flat = self.world.sum(torch.cat([g.flatten() for g in self.grads])) / self.world.size
-        norms, offset, position = {}, 0, {id(p): i for i, p in enumerate(self.params)}
-        pieces = []
-        for g in self.grads:
-            pieces.append(flat[offset:offset + g.numel()])
-            offset += g.numel()
-        for node_id in node_ids:
-            norms[node_id] = _norm([pieces[position[id(p)]] for p in self.agents.parameters(node_id)])
-        return norms
+        reduced = {id(p): piece for p, piece in zip(self.params, flat.split([g.numel() for g in self.grads]))}
+        return {n: _norm([reduced[id(p)] for p in self.agents.parameters(n)]) for n in node_ids}
 
     def step(self) -> float:
         surrogate = sum((p * g.to(p.dtype)).sum() for p, g in zip(self.params, self.grads))
@@ -139,10 +122,9 @@ class DeepSpeedOptimizer:
         from deepspeed.utils import safe_get_full_optimizer_state
 
         inner = self._inner()
-        names = {p: n for n, p in self.agents.model.named_parameters()}
         if self.stage == 0:
-            return {names[p]: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in s.items()}
-                    for p, s in inner.state.items() if p in names}
+            return _state_by_name(self.agents, inner)
+        names = {p: n for n, p in self.agents.model.named_parameters()}
         states = [s for s in inner.state.values() if s]
         if not states:
             return {}
@@ -155,18 +137,10 @@ class DeepSpeedOptimizer:
         """Survivors get their saved moments; new parameters start at zero (all share one step count)."""
         from deepspeed.utils import safe_set_full_optimizer_state
 
-        params = dict(self.agents.model.named_parameters())
-        targets = [(params[new], state) for new, state in
-                   ((rename_adapter(name, rename), state) for name, state in named.items())
-                   if new is not None and new in params]
-        if not targets:
-            return 0
+        targets = _survivors(self.agents, named, rename)
         inner = self._inner()
-        if self.stage == 0:
-            for param, state in targets:
-                inner.state[param] = {k: v.clone().to(param.device) if torch.is_tensor(v) and v.dim() else v
-                                      for k, v in state.items()}
-            return len(targets)
+        if not targets or self.stage == 0:
+            return _load_by_param(inner, targets)
         keys = [k for k, v in targets[0][1].items() if torch.is_tensor(v) and v.dim() > 0]
         step = targets[0][1].get("step", 0)
         for group in inner.param_groups:  # create the (lazy) state, then link DeepSpeed's views into it
@@ -178,6 +152,27 @@ class DeepSpeedOptimizer:
             for key in keys:
                 safe_set_full_optimizer_state(param, state[key].to(param.device), key)
         return len(targets)
+
+
+def _state_by_name(agents: Agents, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    """A torch optimizer's per-parameter state keyed by parameter name, on CPU."""
+    by_param = {p: n for n, p in agents.model.named_parameters()}
+    return {by_param[p]: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
+            for p, state in optimizer.state.items() if p in by_param}
+
+
+def _survivors(agents: Agents, named: dict[str, dict], rename: dict[str, str]) -> list[tuple[torch.nn.Parameter, dict]]:
+    """(parameter, saved state) for every saved name whose node survives under `rename`."""
+    params = dict(agents.model.named_parameters())
+    renamed = ((rename_adapter(name, rename), state) for name, state in named.items())
+    return [(params[new], state) for new, state in renamed if new is not None and new in params]
+
+
+def _load_by_param(optimizer: torch.optim.Optimizer, targets: list[tuple[torch.nn.Parameter, dict]]) -> int:
+    for param, state in targets:
+        optimizer.state[param] = {k: v.clone().to(param.device) if torch.is_tensor(v) and v.dim() else v
+                                  for k, v in state.items()}
+    return len(targets)
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:

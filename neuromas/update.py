@@ -45,7 +45,7 @@ class PolicyUpdate:
         totals = {k: world.sum(v) for k, v in _totals(candidates, index).items()}
         stats["rows_trained"] = float(len(trained))
         trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
-        any_trained = bool(trained) if world.size == 1 else bool(world.sum(torch.tensor(float(len(trained)))) > 0)
+        any_trained = bool(world.sum(torch.tensor(float(len(trained)))) > 0)
         for epoch in range(self.cfg.epochs):
             optimizer.zero_grad()
             for start in range(0, len(trained), self.train.micro_batch_size):

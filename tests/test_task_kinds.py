@@ -18,7 +18,7 @@ from neuromas.errors import NeuromasError
 from neuromas.tasks import build_task
 from neuromas.tasks.choice import extract_letter
 from neuromas.tasks.code import CodeReward, extract_code
-from neuromas.tasks.jsonl import code_row, read_jsonl
+from neuromas.tasks.jsonl import choice_row, code_row, read_jsonl
 from neuromas.tasks.math_answers import normalize_math, reference_answer
 from neuromas.tasks.rewards import Sample
 from neuromas.tasks.sandbox import Limits
@@ -82,7 +82,7 @@ def test_choice_loader_renders_choices_and_reads_letters_or_indices(tmp_path):
     bad.write_text('{"question": "q", "choices": ["a", "b"], "answer": "A"}\n'
                    '{"question": "q", "choices": ["a", "b"], "answer": "E"}\n')
     with pytest.raises(NeuromasError, match=r"bad.jsonl:2: answer 'E' is out of range for 2 choices"):
-        read_jsonl(bad, build_task.__globals__["KINDS"]["choice"].convert)
+        read_jsonl(bad, choice_row)
 
 
 # ---- code ------------------------------------------------------------------------------------

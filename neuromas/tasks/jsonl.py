@@ -69,6 +69,11 @@ def code_row(row: dict, default_id: str) -> Sample:
                   meta={"tests": [f"{test}\ncheck({entry})"], "entry_point": entry, "prompt": prompt})
 
 
+def _reason(e: Exception) -> str:
+    """A converter's error as text (a KeyError's message comes quoted)."""
+    return str(e).strip("\"'")
+
+
 def read_jsonl(path: str | Path, convert: Convert = qa_row) -> list[Sample]:
     """Read samples; a malformed line is an error naming the file and line number."""
     path = Path(path)
@@ -87,7 +92,7 @@ def read_jsonl(path: str | Path, convert: Convert = qa_row) -> list[Sample]:
         try:
             samples.append(convert(row, f"{path.stem}-{number}"))
         except (KeyError, ValueError, TypeError) as e:
-            raise NeuromasError(f"{path}:{number}: {str(e).strip(chr(34) + chr(39))}") from None
+            raise NeuromasError(f"{path}:{number}: {_reason(e)}") from None
     if not samples:
         raise NeuromasError(f"{path}: no samples")
     return samples
@@ -111,7 +116,7 @@ def read_hf_dataset(name: str, config: str | None, split: str, convert: Convert)
         try:
             samples.append(convert(dict(row), f"{name}-{split}-{index}"))
         except (KeyError, ValueError, TypeError) as e:
-            raise NeuromasError(f"task.dataset {name} {split} row {index}: {str(e).strip(chr(34) + chr(39))}") from None
+            raise NeuromasError(f"task.dataset {name} {split} row {index}: {_reason(e)}") from None
     return samples
 
 
