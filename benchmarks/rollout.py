@@ -7,11 +7,13 @@ T tokens (stop tokens suppressed, so all variants do the same work):
   per node   one generate call per node (B rows each), adapters switched in between
   copies     one full model copy per agent, each generating its own rows (how several
              multi-agent frameworks run agents); same compute as per node, W x the memory
-Memory: peak resident memory of a process that builds the system and generates once, for
-neuromas (one base, W adapters) and for one model copy per agent.
+Memory: peak memory of a process that builds the system and generates once, for neuromas (one
+base, W adapters) and for one model copy per agent: resident memory on CPU, the allocator's
+peak on a GPU.
 
     python benchmarks/rollout.py                       # W = 1 3 7, B = 4, T = 32, SmolLM2-135M
     python benchmarks/rollout.py --widths 1 3 --episodes 8 --tokens 16
+    python benchmarks/rollout.py --episodes 32 --tokens 128     # on a GPU (bf16 there)
 
 Each throughput is the best of 2 runs after a full-size warm-up. Prints Markdown tables;
 quote the ratios within one run.
@@ -33,7 +35,7 @@ import torch
 
 from neuromas.agents import Agents
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
-from neuromas.models import load_base_model
+from neuromas.models import load_base_model, pick_device, pick_dtype
 
 QUESTIONS = ["Compute (3 + 4) * 2.", "Compute 9 - 2 * 3.", "Compute (8 - 5) * (2 + 1).", "Compute 7 * 6 - 5.",
              "Compute 4 + 4 * 4.", "Compute (9 + 1) * 3.", "Compute 6 * 2 + 7.", "Compute 5 * (6 - 4)."]
@@ -96,10 +98,14 @@ def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, 
 
 
 def memory_child(model: str, width: int, copies: bool) -> None:
-    """Run in a fresh process: build, generate once, print peak RSS in MiB."""
+    """Run in a fresh process: build, generate once, print peak memory in MiB (RSS on CPU, the
+    CUDA allocator's peak on a GPU)."""
     systems = build(model, width, copies)
     for s in systems:
         generate(s, prompts(s, 2 * len(s.node_ids)), [n for n in s.node_ids for _ in range(2)], 8)
+    if systems[0].device.type == "cuda":
+        print(json.dumps({"peak_mib": torch.cuda.max_memory_allocated() / 2**20}))
+        return
     # VmHWM, not ru_maxrss: the latter can carry over the peak of the parent that forked us.
     peak_kib = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[1])
     print(json.dumps({"peak_mib": peak_kib / 1024}))
@@ -127,8 +133,11 @@ def main() -> None:
         return memory_child(args.model, args.memory_child, args.copies)
     if args.memory_only:
         return print_memory(args)
-    print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
-          f"model {args.model}, fp32, LoRA r8 on q/k/v/o of every layer; B = {args.episodes} episodes per node, "
+    device = pick_device(ModelConfig(name=args.model))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+    print(f"Machine: {where}, torch {torch.__version__}; "
+          f"model {args.model}, {str(pick_dtype(ModelConfig(), device)).removeprefix('torch.')}, LoRA r8 on q/k/v/o of every layer; B = {args.episodes} episodes per node, "
           f"T = {args.tokens} tokens per row.\n")
     print("| W nodes | rows | mixed tok/s | single-adapter tok/s | per-node tok/s | model-copy tok/s | mixed / single "
           "| mixed / per node | mixed / copies |")
@@ -143,7 +152,8 @@ def main() -> None:
 
 
 def print_memory(args: argparse.Namespace) -> None:
-    print("| W nodes | neuromas peak MiB (1 base, W adapters) | one copy per agent peak MiB | ratio |")
+    kind = "GPU" if torch.cuda.is_available() else "resident"
+    print(f"| W nodes | neuromas peak {kind} MiB (1 base, W adapters) | one copy per agent peak {kind} MiB | ratio |")
     print("| --- | --- | --- | --- |")
     for width in args.widths:
         ours, theirs = memory(args.model, width, False), memory(args.model, width, True)

@@ -88,9 +88,10 @@ def launched_world() -> World:
     return World(rank, size, local)
 
 
-def init_world(deepspeed_requested: bool) -> World:
-    """Join the launcher's process group (gloo on CPU, nccl on GPU) when there is more than one
-    process, or when DeepSpeed is asked for in a single process."""
+def init_world(deepspeed_requested: bool, on_gpu: bool | None = None) -> World:
+    """Join the launcher's process group (nccl when the model is on a GPU, else gloo) when there is
+    more than one process, or when DeepSpeed is asked for in a single process. Each process takes
+    the GPU of its local rank. `on_gpu` defaults to whether this machine has a CUDA GPU."""
     world = launched_world()
     if world.size == 1 and not deepspeed_requested:
         return world
@@ -104,14 +105,21 @@ def init_world(deepspeed_requested: bool) -> World:
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    if not on_gpu:  # a CPU model on a GPU machine: keep DeepSpeed's engine off the GPU too
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     try:
         import deepspeed
     except ImportError:
         raise NeuromasError("multi-process training needs DeepSpeed (pip install 'neuromas[deepspeed]')") from None
-    if torch.cuda.is_available():
+    if on_gpu:
+        gpus = torch.cuda.device_count()
+        if world.local_rank >= gpus:
+            raise NeuromasError(f"process {world.local_rank} of this node has no GPU: the node has {gpus}; start at "
+                                f"most {gpus} process(es) per node (torchrun --nproc_per_node={gpus}), "
+                                "or train on CPU with model.device=cpu")
         torch.cuda.set_device(world.local_rank)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
-                               verbose=False)
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     return world
 
 

@@ -179,10 +179,12 @@ def _norm(tensors: list[torch.Tensor]) -> float:
     return float(torch.norm(torch.stack([t.norm() for t in tensors]))) if tensors else 0.0
 
 
-def resolve_deepspeed_config(name: str | None, world: World, train: TrainConfig) -> dict | None:
+def resolve_deepspeed_config(name: str | None, world: World, train: TrainConfig,
+                             gpu: bool | None = None) -> dict | None:
     """The DeepSpeed config dict to use, with "auto" values filled from the recipe; None for
     plain torch (one process, no config named). N > 1 processes default to zero2; under
-    `accelerate launch`, its DeepSpeed config file is the default."""
+    `accelerate launch`, its DeepSpeed config file is the default. `gpu`: whether the model is
+    on a GPU (default: whether this machine has one); bf16 "auto" is on only there."""
     # `accelerate launch` with a DeepSpeed config file says so in the environment.
     name = name or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or None
     if name is None and world.size == 1:
@@ -201,7 +203,7 @@ def resolve_deepspeed_config(name: str | None, world: World, train: TrainConfig)
         config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"distributed.deepspeed: {path} is not valid JSON (line {e.lineno})") from None
-    gpu = torch.cuda.is_available()
+    gpu = torch.cuda.is_available() if gpu is None else gpu
     fill = {"train_micro_batch_size_per_gpu": train.micro_batch_size, "gradient_accumulation_steps": 1,
             "train_batch_size": train.micro_batch_size * world.size, "gradient_clipping": train.max_grad_norm}
     for key, value in fill.items():

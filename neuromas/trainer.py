@@ -23,6 +23,7 @@ from neuromas import credit
 from neuromas.algorithms import KL_ESTIMATORS, shape_rewards, update_baseline
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.errors import NeuromasError
+from neuromas.models import pick_device
 from neuromas.distributed import init_world
 from neuromas.growth import gate_value, grow_agents, load_adapter_states, plan_growth
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
@@ -55,9 +56,10 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
-        self.world = init_world(cfg.distributed.deepspeed is not None)
+        on_gpu = pick_device(cfg.model).type == "cuda"
+        self.world = init_world(cfg.distributed.deepspeed is not None, on_gpu)
         self.run_dir = Path(self.world.gather(str(run_dir))[0])  # rank 0's (a default name holds the time)
-        self.deepspeed = resolve_deepspeed_config(cfg.distributed.deepspeed, self.world, cfg.train)
+        self.deepspeed = resolve_deepspeed_config(cfg.distributed.deepspeed, self.world, cfg.train, on_gpu)
         self.world.shard(list(range(cfg.train.questions_per_step)))  # fails early if the batch does not split
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank

@@ -56,9 +56,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def tiny_overrides(model_dir: Path, run_dir: Path, **extra: object) -> list[str]:
-    """Overrides that shrink a recipe to seconds on the tiny model."""
+    """Overrides that shrink a recipe to seconds on the tiny model. float32 on any device: the
+    tests check exact math (on a GPU, `auto` would be bf16)."""
     base = {
-        "model.name": str(model_dir), "tracking.run_dir": str(run_dir), "train.steps": 2,
+        "model.name": str(model_dir), "model.dtype": "float32", "tracking.run_dir": str(run_dir), "train.steps": 2,
         "train.questions_per_step": 2, "rollout.samples_per_question": 2, "rollout.max_new_tokens": 6,
         "eval.num_questions": 2, "task.num_test": 4, "agents.lora.top_layers": "null",
     }

@@ -12,7 +12,7 @@ NODES = ["L0N0", "L0N1", "L1N0"]
 
 
 def make_agents(model_dir, cfg: AgentsConfig | None = None, nodes=NODES, randomize: bool = True) -> Agents:
-    agents = Agents.build(ModelConfig(name=str(model_dir)), cfg or AgentsConfig(), nodes)
+    agents = Agents.build(ModelConfig(name=str(model_dir), dtype="float32"), cfg or AgentsConfig(), nodes)
     if randomize:  # LoRA B starts at 0 (= the base); give each adapter its own non-trivial weights
         torch.manual_seed(1)
         for param in agents.parameters():
@@ -58,10 +58,10 @@ def test_adapters_change_outputs_and_disabling_them_gives_the_base(tiny_model_di
         a, _ = agents.completion_logprobs(prompt, completion, ["L0N0"])
         b, _ = agents.completion_logprobs(prompt, completion, ["L0N1"])
         ref, _ = agents.completion_logprobs(prompt, completion, None)
-        base, _ = load_base_model(ModelConfig(name=str(tiny_model_dir)))
+        base, _ = load_base_model(ModelConfig(name=str(tiny_model_dir), dtype="float32"))
         batch = pack(prompt, completion, agents.tokenizer.pad_token_id)
-        logits = base(input_ids=batch.input_ids).logits[:, -5:-1]
-        expected = torch.log_softmax(logits, -1).gather(-1, completion[0].view(1, -1, 1)).squeeze(-1)
+        logits = base(input_ids=batch.input_ids.to(base.device)).logits[:, -5:-1]
+        expected = torch.log_softmax(logits, -1).gather(-1, completion[0].to(base.device).view(1, -1, 1)).squeeze(-1)
     assert not torch.allclose(a, b, atol=1e-3) and not torch.allclose(a, ref, atol=1e-3)
     assert torch.allclose(ref, expected, atol=1e-5)
     # the reference pass must leave every adapter trainable (peft's disable_adapter does not)
@@ -81,8 +81,9 @@ def test_sampling_logprobs_equal_teacher_forced_ones(tiny_model_dir):
     for row, g in enumerate(generations):
         n = len(g.completion_ids)
         assert mask[row, :n].all() and not mask[row, n:].any()
-        assert (g.logprobs - forced[row, :n]).abs().max() <= 1e-4
-        assert (g.logprobs - wrong[row, :n]).abs().max() > 1e-3  # a row's own adapter, not a neighbour's
+        sampled = g.logprobs.to(forced.device)
+        assert (sampled - forced[row, :n]).abs().max() <= 1e-4
+        assert (sampled - wrong[row, :n]).abs().max() > 1e-3  # a row's own adapter, not a neighbour's
 
 
 def test_trim_stops_after_the_first_stop_token(tiny_model_dir):
@@ -100,12 +101,12 @@ def test_saved_adapters_load_with_plain_peft(tiny_model_dir, tmp_path):
     prompt, completion = prompts_of(agents, 1), [torch.tensor([5, 6, 7])]
     for node in NODES:
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        loaded = PeftModel.from_pretrained(base, tmp_path / node).eval()
+        loaded = PeftModel.from_pretrained(base, tmp_path / node).eval().to(agents.device)
         batch = pack(prompt, completion, agents.tokenizer.pad_token_id)
         with torch.no_grad():
             ours, _ = agents.completion_logprobs(prompt, completion, [node])
-            logits = loaded(input_ids=batch.input_ids).logits[:, -4:-1]
-        theirs = torch.log_softmax(logits, -1).gather(-1, completion[0].view(1, -1, 1)).squeeze(-1)
+            logits = loaded(input_ids=batch.input_ids.to(agents.device)).logits[:, -4:-1]
+        theirs = torch.log_softmax(logits, -1).gather(-1, completion[0].to(agents.device).view(1, -1, 1)).squeeze(-1)
         assert torch.allclose(ours, theirs, atol=1e-5), node
 
 

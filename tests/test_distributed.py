@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_overrides
 from neuromas.config import TrainConfig
-from neuromas.distributed import World
-from neuromas.errors import ConfigError
+from neuromas.distributed import World, init_world
+from neuromas.errors import ConfigError, NeuromasError
 from neuromas.optim import resolve_deepspeed_config
 from test_trainer import QUICKSTART, VARYING_REWARD
 
@@ -30,7 +30,8 @@ DRIVER = TESTS / "dist_driver.py"
 
 def launch(launcher: str, *args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, as in CI, also on a machine with fewer GPUs than processes
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # torchrun, deepspeed
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
@@ -154,6 +155,9 @@ def test_deepspeed_config_names_resolve_and_bad_ones_fail_in_one_line(tmp_path):
     config = resolve_deepspeed_config("zero2", World(0, 2), TrainConfig(micro_batch_size=4, max_grad_norm=0.5))
     assert config["zero_optimization"]["stage"] == 2 and config["train_batch_size"] == 8
     assert config["gradient_clipping"] == 0.5 and config["bf16"]["enabled"] is torch.cuda.is_available()
+    assert resolve_deepspeed_config("zero2", World(), TrainConfig(), gpu=True)["bf16"]["enabled"] \
+        is torch.cuda.is_bf16_supported(), "bf16 follows the model's device"
+    assert resolve_deepspeed_config("zero2", World(), TrainConfig(), gpu=False)["bf16"]["enabled"] is False
     assert resolve_deepspeed_config(None, World(), TrainConfig()) is None  # one process: plain torch
     assert resolve_deepspeed_config(None, World(0, 2), TrainConfig())["zero_optimization"]["stage"] == 2
     offload = resolve_deepspeed_config("zero2-offload", World(), TrainConfig(lr=3e-4))
@@ -177,6 +181,13 @@ def test_accelerate_launch_deepspeed_config_is_the_default(monkeypatch):
     assert resolve_deepspeed_config("zero2", World(), TrainConfig())["zero_optimization"]["stage"] == 2
 
 
+def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(NeuromasError, match=r"process 1 of this node has no GPU: the node has 1; .*nproc_per_node=1"):
+        init_world(deepspeed_requested=False, on_gpu=True)
+
+
 def test_uneven_batch_split_is_a_config_error():
     with pytest.raises(ConfigError, match="does not split evenly over 2 processes"):
         World(1, 2).shard([1, 2, 3])
@@ -188,7 +199,10 @@ def test_launch_scripts_run_the_cli_on_two_processes(tiny_model_dir, tmp_path, s
     """The launch/ wrappers, as the README gives them; the trainer itself checks at every
     checkpoint that the ranks hold identical adapters, and stops if not."""
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(tiny_model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4})
+    # model.device=cpu: the deepspeed launcher sets CUDA_VISIBLE_DEVICES itself, so on a machine
+    # with fewer GPUs than processes only the recipe keeps the run on CPU, as in CI.
+    overrides = tiny_overrides(tiny_model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4,
+                                                           "model.device": "cpu"})
     done = launch("script", str(TESTS.parent / "launch" / script), "2", str(QUICKSTART), *overrides, VARYING_REWARD,
                   "--deepspeed", "zero2")
     assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr

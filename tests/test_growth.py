@@ -120,7 +120,7 @@ def test_optimizer_keeps_survivor_state_and_new_nodes_start_fresh(tiny_model_dir
     moved = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.L1N1.weight"
     param = dict(grown.model.named_parameters())[moved]
     source = named[moved.replace(".L1N1.", ".L0N1.")]
-    assert torch.equal(fresh_optimizer.state[param]["exp_avg"], source["exp_avg"])
+    assert torch.equal(fresh_optimizer.state[param]["exp_avg"].cpu(), source["exp_avg"])
     assert all(p not in fresh_optimizer.state for p in grown.parameters("L0N0"))  # L0N0 is new now
 
 
