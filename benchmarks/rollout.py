@@ -3,6 +3,8 @@
 Throughput: generated tokens per second for W nodes x B episodes, every row generating exactly
 T tokens (stop tokens suppressed, so all variants do the same work):
   mixed      neuromas: one generate call, each row with its own node's adapter
+  peft loop  the same call through peft's own mixed-batch LoRA forward, which loops over the
+             batch's adapters in every layer (neuromas replaces it: neuromas/lora_batch.py)
   single     the same rows all on one adapter: the ceiling for a batch of that size
   per node   one generate call per node (B rows each), adapters switched in between
   copies     one full model copy per agent, each generating its own rows (how several
@@ -35,6 +37,7 @@ import torch
 
 from neuromas.agents import Agents
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
+from neuromas.lora_batch import use_grouped_forward
 from neuromas.models import load_base_model, pick_device, pick_dtype
 
 QUESTIONS = ["Compute (3 + 4) * 2.", "Compute 9 - 2 * 3.", "Compute (8 - 5) * (2 + 1).", "Compute 7 * 6 - 5.",
@@ -83,8 +86,12 @@ def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, 
     nodes = [n for n in agents.node_ids for _ in range(episodes)]
     rows = prompts(agents, len(nodes))
     generate(agents, rows, nodes, tokens)  # warm-up at full size
+    use_grouped_forward(agents.model, enabled=False)
+    peft_loop = timed(lambda: generate(agents, rows, nodes, tokens))
+    use_grouped_forward(agents.model)
     results = {
         "mixed": timed(lambda: generate(agents, rows, nodes, tokens)),
+        "peft loop": peft_loop,
         "single": timed(lambda: generate(agents, rows, [agents.node_ids[0]] * len(rows), tokens)),
         "per node": timed(lambda: sum(generate(agents, rows[i * episodes:(i + 1) * episodes], [n] * episodes, tokens)
                                       for i, n in enumerate(agents.node_ids))),
@@ -139,14 +146,15 @@ def main() -> None:
     print(f"Machine: {where}, torch {torch.__version__}; "
           f"model {args.model}, {str(pick_dtype(ModelConfig(), device)).removeprefix('torch.')}, LoRA r8 on q/k/v/o of every layer; B = {args.episodes} episodes per node, "
           f"T = {args.tokens} tokens per row.\n")
-    print("| W nodes | rows | mixed tok/s | single-adapter tok/s | per-node tok/s | model-copy tok/s | mixed / single "
-          "| mixed / per node | mixed / copies |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| W nodes | rows | mixed tok/s | peft-loop tok/s | single-adapter tok/s | per-node tok/s | model-copy tok/s "
+          "| mixed / peft loop | mixed / single | mixed / per node | mixed / copies |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for width in args.widths:
         r = throughput(args.model, width, args.episodes, args.tokens)
-        print(f"| {width} | {width * args.episodes} | {r['mixed']:.1f} | {r['single']:.1f} | {r['per node']:.1f} | "
-              f"{r['copies']:.1f} | {r['mixed'] / r['single']:.2f} | {r['mixed'] / r['per node']:.2f} | "
-              f"{r['mixed'] / r['copies']:.2f} |", flush=True)
+        print(f"| {width} | {width * args.episodes} | {r['mixed']:.1f} | {r['peft loop']:.1f} | {r['single']:.1f} | "
+              f"{r['per node']:.1f} | {r['copies']:.1f} | {r['mixed'] / r['peft loop']:.2f} | "
+              f"{r['mixed'] / r['single']:.2f} | {r['mixed'] / r['per node']:.2f} | {r['mixed'] / r['copies']:.2f} |",
+              flush=True)
     print()
     print_memory(args)
 

@@ -1,7 +1,8 @@
 """Agents: one frozen base model with one LoRA adapter per node, named by node id.
 
 Rows of one batch may use different adapters (peft's ``adapter_names``), so a whole layer
-generates in one call and the update runs every node's rows in one forward/backward. peft
+generates in one call and the update runs every node's rows in one forward/backward; each
+LoRA layer serves all adapters with one batched matmul (``lora_batch.py``). peft
 refuses ``adapter_names`` in training mode, so the model stays in eval mode (LoRA dropout
 is 0) with gradients on: that pass is exactly the per-adapter passes (tests/test_agents.py).
 The KL reference is the same model with adapters disabled (``__base__`` rows): no second copy.
@@ -18,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from neuromas.algorithms import gather_logprobs, token_entropy
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
 from neuromas.errors import ConfigError
+from neuromas.lora_batch import use_grouped_forward
 from neuromas.models import load_base_model
 
 
@@ -101,6 +103,7 @@ class Agents:
         for name, param in model.named_parameters():
             param.requires_grad_("lora_" in name)
         model.eval()
+        use_grouped_forward(model)  # one batched matmul per layer for all adapters, not a loop
         self.model: PeftModel = model
         eos = model.generation_config.eos_token_id
         self.stop_ids = sorted({tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos else [])})

@@ -3,9 +3,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from neuromas.agents import Agents, pack
+from neuromas.agents import BASE, Agents, pack
 from neuromas.config import AgentsConfig, LoraOverride, LoraSettings, ModelConfig
 from neuromas.errors import ConfigError, NeuromasError
+from neuromas.lora_batch import use_grouped_forward
 from neuromas.models import load_base_model
 
 NODES = ["L0N0", "L0N1", "L1N0"]
@@ -49,6 +50,37 @@ def test_mixed_adapter_pass_equals_per_adapter_passes(tiny_model_dir):
         (lp * m).sum().backward()
     for p in agents.parameters():
         assert torch.allclose(p.grad, mixed[id(p)], atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["same ranks", "a base row", "different ranks"])
+def test_grouped_lora_forward_equals_peft_loop(tiny_model_dir, monkeypatch, case):
+    """One batched matmul per layer for all adapters gives peft's per-adapter loop, values and
+    gradients; what it does not cover (a __base__ row, unequal ranks) falls back to peft."""
+    from peft.tuners.lora import layer as lora_layer
+
+    cfg = AgentsConfig(overrides={"L1N0": LoraOverride(rank=2)}) if case == "different ranks" else None
+    agents = make_agents(tiny_model_dir, cfg)
+    prompts = prompts_of(agents, 5)
+    completions = [torch.tensor([5, 6, 7]), torch.tensor([8, 9]), torch.tensor([10, 11, 12]), torch.tensor([13]),
+                   torch.tensor([14, 15])]
+    names = ["L0N0", "L1N0", "L0N1", "L0N0", BASE if case == "a base row" else "L1N0"]
+    peft_calls = []
+    loop = lora_layer.Linear._mixed_batch_forward
+    monkeypatch.setattr(lora_layer.Linear, "_mixed_batch_forward",
+                        lambda self, *a, **k: peft_calls.append(1) or loop(self, *a, **k))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        agents.model.zero_grad()
+        logprobs, mask = agents.completion_logprobs(prompts, completions, names)
+        (logprobs * mask).sum().backward()
+        return logprobs.detach(), [p.grad.clone() for p in agents.parameters()]
+
+    grouped, grouped_grads = run()
+    assert bool(peft_calls) == (case != "same ranks")  # fell back exactly where it must
+    use_grouped_forward(agents.model, enabled=False)
+    looped, looped_grads = run()
+    assert torch.allclose(grouped, looped, atol=1e-5)
+    assert all(torch.allclose(g, h, atol=1e-6) for g, h in zip(grouped_grads, looped_grads))
 
 
 def test_adapters_change_outputs_and_disabling_them_gives_the_base(tiny_model_dir):
