@@ -77,7 +77,9 @@ def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
         node_keys = sorted({k for line in lines for k in line if k.startswith("node/") and k.endswith("/msg_tokens")})
         for j, key in enumerate(node_keys):
             style = dict(color=color, alpha=1 - 0.5 * j / max(1, len(node_keys)))
-            label = f"{run_dir.name} {key.split('/')[1]}"
+            # One run: a legend entry per node. Several: one per run, or the legend buries the plot.
+            label = f"{run_dir.name} {key.split('/')[1]}" if len(run_dirs) == 1 else \
+                f"{run_dir.name} (a line per node)" if j == 0 else None
             for ax, metric in ((axes[1, 0], key), (axes[1, 1], key.replace("msg_tokens", "reward/mean"))):
                 # Growth renames nodes (L0N0 may become L1N0): one line per stage, not across it.
                 for k, (steps, values) in enumerate(_stages(*_series(lines, metric), grew)):
