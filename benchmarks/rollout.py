@@ -143,9 +143,9 @@ def main() -> None:
     device = pick_device(ModelConfig(name=args.model))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.machine()}, {torch.get_num_threads()} torch threads"
-    print(f"Machine: {where}, torch {torch.__version__}; "
-          f"model {args.model}, {str(pick_dtype(ModelConfig(), device)).removeprefix('torch.')}, LoRA r8 on q/k/v/o of every layer; B = {args.episodes} episodes per node, "
-          f"T = {args.tokens} tokens per row.\n")
+    dtype = str(pick_dtype(ModelConfig(), device)).removeprefix("torch.")
+    print(f"Machine: {where}, torch {torch.__version__}; model {args.model}, {dtype}, LoRA r8 on q/k/v/o of every "
+          f"layer; B = {args.episodes} episodes per node, T = {args.tokens} tokens per row.\n")
     print("| W nodes | rows | mixed tok/s | peft-loop tok/s | single-adapter tok/s | per-node tok/s | model-copy tok/s "
           "| mixed / peft loop | mixed / single | mixed / per node | mixed / copies |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -16,18 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import median_after_first
+
 SETTINGS = {"questions": 4, "samples": 4, "max_new_tokens": 40, "temperature": 0.3, "lr": 3e-4, "rank": 8,
             "alpha": 16, "top_layers": 8, "modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
-def run_neuromas(model: str, steps: int, s: dict, out: Path) -> dict:
+def run_neuromas(model: str, steps: int, s: dict, out: Path) -> list[dict]:
     from neuromas.config import load_config
     from neuromas.trainer import Trainer
 
@@ -38,11 +39,10 @@ def run_neuromas(model: str, steps: int, s: dict, out: Path) -> dict:
         f"rollout.temperature={s['temperature']}", f"train.lr={s['lr']}", f"agents.lora.rank={s['rank']}",
         f"agents.lora.alpha={s['alpha']}", f"agents.lora.top_layers={s['top_layers']}", "eval.num_questions=0",
         "tracking.transcripts_every=0", f"tracking.run_dir={out}", f"train.micro_batch_size={s['questions'] * s['samples']}"])
-    history = Trainer(cfg, out).fit()
-    return {"step_s": [m["time/step"] for m in history], "tokens": [m["rollout/tokens"] for m in history]}
+    return [{k: m[k] for k in ("time/step", "rollout/tokens")} for m in Trainer(cfg, out).fit()]
 
 
-def run_trl(model: str, steps: int, s: dict, out: Path) -> dict:
+def run_trl(model: str, steps: int, s: dict, out: Path) -> list[dict]:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoConfig, TrainerCallback
@@ -85,7 +85,7 @@ def run_trl(model: str, steps: int, s: dict, out: Path) -> dict:
                           callbacks=[StepTimer()])
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"step_s": times, "tokens": [length * batch for length in lengths]}
+    return [{"time/step": t, "rollout/tokens": length * batch} for t, length in zip(times, lengths)]
 
 
 def child(side: str, model: str, steps: int) -> None:
@@ -101,10 +101,8 @@ def measure(side: str, model: str, steps: int) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    later = slice(1, None) if len(result["step_s"]) > 1 else slice(None)
-    step = statistics.median(result["step_s"][later])
-    tokens = statistics.median(result["tokens"][later])
+    steps = json.loads(lines[-1][len("RESULT "):])
+    step, tokens = median_after_first(steps, "time/step"), median_after_first(steps, "rollout/tokens")
     return {"step_s": step, "tokens": tokens, "tokens_per_s": tokens / step}
 
 

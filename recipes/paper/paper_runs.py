@@ -30,8 +30,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> d
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
     return {"dir": run_dir, "seed": seed, "before": evals[0]["eval/accuracy"], "after": evals[-1]["eval/accuracy"],
             "reward_first": sum(rewards[:3]) / 3, "reward_last": sum(rewards[-3:]) / 3, "steps": len(rewards),
-            "wall": float((run_dir / "wall_seconds.txt").read_text()), "questions": evals[-1]["eval/num_questions"],
-            "rows": rows}
+            "wall": float((run_dir / "wall_seconds.txt").read_text()), "questions": evals[-1]["eval/num_questions"]}
 
 
 def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
