@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     grow.add_argument("--noise", type=float, default=0.0, help="copy init: std of noise added to copied weights")
     grow.add_argument("--gate-steps", type=int, default=0, help="new nodes' gate ramps open over this many steps")
     grow.add_argument("--out", help="output directory (default: SOURCE/grown-<widths>)")
-    ev = commands.add_parser("eval", help="accuracy of a saved system, or of its baselines",
-                             description="Greedy accuracy and pass@k of a run's final system or a checkpoint.")
-    ev.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    ev = commands.add_parser("eval", help="accuracy of a saved system, or of its baselines; or compare two",
+                             description="Greedy accuracy and pass@k (each with its standard error) of a run's final "
+                                         "system or a checkpoint. Given two, both are evaluated on the same questions "
+                                         "and B - A is printed with a paired 95%% interval and McNemar's test.")
+    ev.add_argument("sources", nargs="+", metavar="RUN_OR_CHECKPOINT", help="one system, or two to compare (A B)")
     ev.add_argument("--split", default="test", choices=["test", "validation"])
     ev.add_argument("--samples", type=int, default=1, metavar="K", help="also report pass@K (K sampled rollouts)")
     ev.add_argument("--questions", type=int, metavar="N", help="only the first N questions of the split")
@@ -52,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="untrained: the same topology with fresh adapters (the base model in every node)")
     ev.add_argument("--single-agent", action="store_true",
                     help="one node with the same total trainable-parameter budget (rank computed)")
-    ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json)")
+    ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json, or "
+                                  "A/compare-<split>-<system>.json for two)")
     show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
     show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
     show.add_argument("--out", help="picture file, .png or .svg (default: topology.png beside the source)")
@@ -128,15 +131,25 @@ def grow(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from neuromas.evaluate import EvalRequest, evaluate, format_table, write_result
+    from neuromas.evaluate import EvalRequest, compare, evaluate, format_comparison, format_table, write_result
 
     if args.samples < 1 or (args.questions is not None and args.questions < 1):
         raise NeuromasError("--samples and --questions must be at least 1")
-    source = Path(args.source)
-    result = evaluate(EvalRequest(source, args.split, args.samples, args.questions, args.system, args.single_agent))
-    out = Path(args.out) if args.out else source / f"eval-{args.split}-{result['system']}.json"
-    write_result(result, out)
-    print(format_table(result))
+    if len(args.sources) > 2:
+        raise NeuromasError(f"eval takes one system, or two to compare; got {len(args.sources)}")
+    sources = [Path(s) for s in args.sources]
+    results = [evaluate(EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent))
+               for s in sources]
+    name = f"{args.split}-{results[0]['system']}.json"
+    if len(results) == 1:
+        out, text, data = sources[0] / f"eval-{name}", format_table(results[0]), results[0]
+    else:
+        paired = compare(*results)
+        out, text = sources[0] / f"compare-{name}", format_comparison(*results, paired)
+        data = {"a": results[0], "b": results[1], "b_minus_a": paired}
+    out = Path(args.out) if args.out else out
+    write_result(data, out)
+    print(text)
     print(f"neuromas: result in {out}", file=sys.stderr)
 
 

@@ -165,13 +165,14 @@ class TaskConfig:
 class RolloutConfig:
     samples_per_question: int = 4  # K full-system samples per question (the advantage group)
     max_new_tokens: int = 64  # per node message
+    answer_max_new_tokens: Optional[int] = None  # the answering (sink) node's limit; null: max_new_tokens
     temperature: float = 1.0
     top_p: float = 1.0
     micro_batch_size: int = 32  # rows per generate call (bounds memory)
 
     def __post_init__(self) -> None:
-        _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "temperature", "top_p",
-                        "micro_batch_size")
+        _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "answer_max_new_tokens",
+                        "temperature", "top_p", "micro_batch_size")
         if self.top_p > 1:
             raise ConfigError(f"rollout.top_p: must be in (0, 1], got {self.top_p}")
 

@@ -24,6 +24,7 @@ from neuromas.growth import load_adapter_states
 from neuromas.models import load_base_model
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
+from neuromas.stats import Accuracy, PairedDifference, paired_difference
 from neuromas.surgery import find_system
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
@@ -70,10 +71,23 @@ def evaluate(request: EvalRequest) -> dict:
     engine = RolloutEngine(cfg.rollout, agents, topology, PromptBuilder(cfg.prompts, task.answer_format))
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": topology.widths, "split": request.split, "num_questions": len(questions), "note": note,
-              "greedy_accuracy": _greedy(engine, task, questions)}
+              "question_ids": [q.id for q in questions]}
+    metrics = {"greedy_accuracy": _greedy(engine, task, questions)}
     if request.samples > 1:
-        result[f"pass@{request.samples}"] = _pass_at_k(engine, task, questions, request.samples, cfg.train.seed)
+        metrics[f"pass@{request.samples}"] = _pass_at_k(engine, task, questions, request.samples, cfg.train.seed)
+    for name, accuracy in metrics.items():  # the mean, its standard error, and every question's result
+        result.update({name: accuracy.mean, f"{name}_se": accuracy.se, f"{name}_correct": list(map(int, accuracy.correct))})
     return result
+
+
+def compare(a: dict, b: dict) -> dict:
+    """B against A, question by question, for every accuracy both results hold."""
+    if a["question_ids"] != b["question_ids"]:
+        raise NeuromasError(f"{a['source']} and {b['source']} were evaluated on different questions (their recipes' "
+                            "task settings differ); a paired comparison needs the same ones")
+    names = [name for name in _accuracy_names(a) if f"{name}_correct" in b]
+    return {name: paired_difference(Accuracy.of(a[f"{name}_correct"]), Accuracy.of(b[f"{name}_correct"])).to_dict()
+            for name in names}
 
 
 def _single_agent(agents: Agents, cfg: Config, system_params: int):
@@ -93,30 +107,49 @@ def _single_agent(agents: Agents, cfg: Config, system_params: int):
 
 
 @torch.no_grad()
+def correct_answers(engine: RolloutEngine, task, questions, k: int = 1, greedy: bool = True) -> torch.Tensor:
+    """[Q, k] bool: which of k rollouts per question were correct (a reward of at least 1).
+    The one definition of "correct" for the trainer's evaluations and `neuromas eval`."""
+    episodes = engine.run(questions, samples_per_question=k, greedy=greedy)
+    return (task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k)
+
+
 def _correct(engine: RolloutEngine, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
-    """[Q, k] bool: which rollouts answered correctly, in chunks with a progress bar."""
+    """`correct_answers` in chunks of the rollout micro-batch, with a progress bar."""
     chunk = max(1, engine.cfg.micro_batch_size // k)
-    out = []
-    for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True):
-        episodes = engine.run(questions[start:start + chunk], samples_per_question=k, greedy=greedy)
-        out.append((task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k))
+    out = [correct_answers(engine, task, questions[start:start + chunk], k, greedy)
+           for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True)]
     return torch.cat(out)
 
 
-def _greedy(engine: RolloutEngine, task, questions) -> float:
-    return float(_correct(engine, task, questions, 1, True, "eval greedy").float().mean())
+def _greedy(engine: RolloutEngine, task, questions) -> Accuracy:
+    return Accuracy.of(_correct(engine, task, questions, 1, True, "eval greedy")[:, 0].tolist())
 
 
-def _pass_at_k(engine: RolloutEngine, task, questions, k: int, seed: int) -> float:
+def _pass_at_k(engine: RolloutEngine, task, questions, k: int, seed: int) -> Accuracy:
     torch.manual_seed(seed)
-    return float(_correct(engine, task, questions, k, False, f"eval pass@{k}").any(dim=1).float().mean())
+    return Accuracy.of(_correct(engine, task, questions, k, False, f"eval pass@{k}").any(dim=1).tolist())
 
 
 def format_table(result: dict) -> str:
     rows = [("system", f"{result['system']} {result['widths']}"), ("", result["note"]),
-            ("split", f"{result['split']} ({result['num_questions']} questions)"),
-            ("greedy accuracy", f"{result['greedy_accuracy']:.3f}")]
-    rows += [(k, f"{v:.3f}") for k, v in result.items() if k.startswith("pass@")]
+            ("split", f"{result['split']} ({result['num_questions']} questions)")]
+    rows += [(k.replace("_", " "), str(Accuracy.of(result[f"{k}_correct"]))) for k in _accuracy_names(result)]
+    return _rows(rows)
+
+
+def format_comparison(a: dict, b: dict, paired: dict) -> str:
+    """Both systems' tables, then B - A for each accuracy."""
+    rows = [(f"B - A, {name.replace('_', ' ')}", str(PairedDifference(**{**d, "ci": tuple(d["ci"])})))
+            for name, d in paired.items()]
+    return f"A: {a['source']}\n{format_table(a)}\n\nB: {b['source']}\n{format_table(b)}\n\n{_rows(rows)}"
+
+
+def _accuracy_names(result: dict) -> list[str]:
+    return [k[:-len("_correct")] for k in result if k.endswith("_correct")]
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -128,7 +128,9 @@ class RolloutEngine:
                 continue  # a new layer gated out of every episode
             lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
             encoded = [self._prompt(node.id, samples[e].question, lookup, e, full[e]) for e, node in rows]
-            generations = self._generate([p for p, _ in encoded], [node.id for _, node in rows], greedy)
+            limit = self.cfg.answer_max_new_tokens if layer[0].id == self.topology.sink.id else None
+            generations = self._generate([p for p, _ in encoded], [node.id for _, node in rows], greedy,
+                                         limit or self.cfg.max_new_tokens)
             for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
                 text = self.agents.decode(gen.completion_ids)
                 texts[e, node.id] = text
@@ -148,10 +150,10 @@ class RolloutEngine:
         ids, spans = self.agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
         return ids, {to_own[src]: span for src, span in zip(sources, spans)}
 
-    def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool):
+    def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool, max_new_tokens: int):
         out = []
         size = self.cfg.micro_batch_size
         for start in range(0, len(prompts), size):
             out += self.agents.generate(prompts[start:start + size], node_ids[start:start + size],
-                                        self.cfg.max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
+                                        max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
         return out

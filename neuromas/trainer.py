@@ -25,11 +25,13 @@ from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.errors import NeuromasError
 from neuromas.models import pick_device
 from neuromas.distributed import init_world
+from neuromas.evaluate import correct_answers
 from neuromas.growth import gate_value, grow_agents, load_adapter_states, plan_growth
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
+from neuromas.stats import Accuracy, paired_difference
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 from neuromas.tracking import NullTracker, Tracker, truncate_jsonl
@@ -169,7 +171,8 @@ class Trainer:
         metrics = {**reward_metrics(task_rewards, episodes, self.topology.node_ids), **update_metrics,
                    **message_metrics(episodes, self.topology.node_ids), **extra, "credit/mode": alg.credit,
                    "credit/branched_episodes": float(episodes.num_episodes - episodes.num_regular),
-                   "rollout/tokens": float(sum(len(m.completion_ids) for m in episodes.messages)), **timer}
+                   "rollout/tokens": float(sum(len(m.completion_ids) for m in episodes.messages)),
+                   "rollout/messages": float(len(episodes.messages)), **timer}
         if self.world.size > 1:
             metrics = combine_rank_metrics(self.world.gather(metrics))
             everyone = torch.cat(self.world.gather(task_rewards[:episodes.num_regular]))
@@ -219,28 +222,38 @@ class Trainer:
                                       self.world)
 
     @torch.no_grad()
-    def accuracy(self, questions: list) -> float:
+    def accuracy(self, questions: list) -> Accuracy:
         """Greedy accuracy of the whole system (gates open) on `questions`, shared out over ranks."""
         mine = questions[self.world.rank::self.world.size]
-        correct = 0.0
-        if mine:
-            episodes = self.engine.run(mine, samples_per_question=1, greedy=True)
-            correct = float((self.task.score(episodes.answers(), episodes.samples) >= 1.0).sum())
-        return float(self.world.sum(torch.tensor(correct))) / len(questions)
+        correct = correct_answers(self.engine, self.task, mine).view(-1).tolist() if mine else []
+        per_rank = self.world.gather(correct)
+        return Accuracy.of(per_rank[i % self.world.size][i // self.world.size] for i in range(len(questions)))
 
     def _evaluate(self, step: int) -> None:
         questions = self.task.test[:self.cfg.eval.num_questions]
         if not questions:
             return
         accuracy = self.accuracy(questions)
-        self.tracker.log({"eval/accuracy": accuracy, "eval/num_questions": float(len(questions))}, step)
-        self._print(f"eval  step {step:>4} | accuracy {accuracy:.3f} on {len(questions)} test questions (greedy)")
+        self.tracker.log({"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
+                          "eval/num_questions": float(accuracy.n)}, step)
+        self._print(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
+        if not self.world.main:
+            return
+        record = self.run_dir / "evals.jsonl"
+        first = json.loads(record.read_text().splitlines()[0]) if record.is_file() and step > 0 else None
+        with record.open("a" if step > 0 else "w") as f:
+            f.write(json.dumps({"step": step, "ids": [q.id for q in questions],
+                                "correct": [int(c) for c in accuracy.correct]}) + "\n")
+        if first is not None and first["ids"] == [q.id for q in questions]:
+            change = paired_difference(Accuracy.of(first["correct"]), accuracy)
+            self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
+            self._print(f"eval  step {step:>4} | change since step 0: {change}")
 
     def _validate(self) -> float:
         questions = self.task.validation[:self.cfg.growth.validation_questions]
         if not questions:
             raise NeuromasError("growth.margin and stage patience need a validation split (task.validation_path)")
-        accuracy = self.accuracy(questions)
+        accuracy = self.accuracy(questions).mean
         self.tracker.log({"growth/validation_accuracy": accuracy}, self.step)
         return accuracy
 
@@ -366,6 +379,7 @@ class Trainer:
         self.tracker.truncate_after(self.step)
         if self.world.main:
             truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
+            truncate_jsonl(self.run_dir / "evals.jsonl", self.step)
         self._print(f"resumed from {path} at step {self.step} (stage {self.stage_index})")
 
     def _check_start(self, source: Path) -> tuple[Path, dict]:
@@ -432,7 +446,7 @@ def combine_rank_metrics(per_rank: list[dict]) -> dict:
             out[key] = values[0]
         elif key.startswith("time/"):
             out[key] = max(values)
-        elif key in ("reward/errors", "rollout/tokens"):
+        elif key in ("reward/errors", "rollout/tokens", "rollout/messages"):
             out[key] = sum(values)
         else:
             out[key] = sum(values) / len(values)

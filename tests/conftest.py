@@ -24,8 +24,10 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
-    """Save a 2-layer, 64-wide Llama and its tokenizer to `directory`."""
+def build_tiny_model(directory: Path, seed: int = 0, init_std: float = 0.02) -> Path:
+    """Save a 2-layer, 64-wide Llama and its tokenizer to `directory`. `init_std` is the
+    weights' initial std: at the default 0.02 its next-token distribution is nearly uniform and
+    no adapter can make it peaked (the final norm caps the logits), larger values let it learn."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -41,7 +43,7 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=None, tie_word_embeddings=False)
+                         bos_token_id=None, tie_word_embeddings=False, initializer_range=init_std)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -65,3 +67,10 @@ def tiny_overrides(model_dir: Path, run_dir: Path, **extra: object) -> list[str]
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def learnable_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with weights large enough (std 0.3) for a peaked next-token distribution,
+    so training can move its sampled reward (tests/test_learning.py)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-learnable"), init_std=0.3)

@@ -15,3 +15,9 @@ def raising_reward(completion: str, sample) -> float:
 def last_digit_parity(completion: str, sample) -> float:
     """1 when the answer's last character is an even digit (depends on nothing else)."""
     return float(bool(completion) and completion[-1].isdigit() and int(completion[-1]) % 2 == 0)
+
+
+def first_char_even(completion: str, sample) -> float:
+    """1 when the reply's first character has an even code point: about half of a random
+    model's first tokens, and learnable by moving probability onto those tokens."""
+    return float(bool(completion) and ord(completion[0]) % 2 == 0)

@@ -30,7 +30,22 @@ def test_eval_greedy_and_pass_at_k(tiny_run, capsys):
     result = json.loads((tiny_run / "eval-test-trained.json").read_text())
     assert result["num_questions"] == 2 and result["widths"] == [2, 1]
     assert 0 <= result["greedy_accuracy"] <= 1 and 0 <= result["pass@3"] <= 1
-    assert "greedy accuracy" in capsys.readouterr().out
+    assert len(result["greedy_accuracy_correct"]) == len(result["question_ids"]) == 2
+    assert sum(result["pass@3_correct"]) / 2 == result["pass@3"] and "pass@3_se" in result
+    out = capsys.readouterr().out
+    assert "greedy accuracy" in out and "± " in out and "(2 questions)" in out
+
+
+def test_eval_compares_two_systems_on_the_same_questions(tiny_run, capsys):
+    out = tiny_run / "compare.json"
+    assert main(["eval", str(tiny_run / "checkpoints" / "step_2"), str(tiny_run), "--questions", "3",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["a"]["question_ids"] == result["b"]["question_ids"] and len(result["a"]["question_ids"]) == 3
+    # step_2 is the final system: the same answers, a zero difference
+    paired = result["b_minus_a"]["greedy_accuracy"]
+    assert paired["difference"] == 0 and paired["only_a"] == paired["only_b"] == 0 and paired["mcnemar_p"] == 1
+    assert "B - A, greedy accuracy  +0.000 ± 0.000 (paired, 3 questions" in capsys.readouterr().out
 
 
 def test_eval_baselines(tiny_run, capsys):

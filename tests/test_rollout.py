@@ -70,3 +70,15 @@ def test_greedy_rollouts_are_deterministic(tiny_model_dir):
     b = engine.run(task.test[:3], samples_per_question=1, greedy=True)
     assert [m.text for m in a.messages] == [m.text for m in b.messages]
     assert all(m.logprobs is None for m in a.messages)
+
+
+def test_the_answering_node_can_have_its_own_token_limit(tiny_model_dir):
+    engine, task = make_engine(tiny_model_dir, widths=(2, 1))
+    engine.cfg.max_new_tokens, engine.cfg.answer_max_new_tokens = 2, 7
+    calls = []
+    real = engine.agents.generate
+    engine.agents.generate = lambda prompts, nodes, max_new_tokens, *a, **k: (
+        calls.append((sorted(set(nodes)), max_new_tokens)) or real(prompts, nodes, max_new_tokens, *a, **k))
+    episodes = engine.run(task.train_batch(0, 2), samples_per_question=2)
+    assert calls == [(["L0N0", "L0N1"], 2), (["L1N0"], 7)]
+    assert max(len(m.completion_ids) for m in episodes.messages if m.node_id != "L1N0") <= 2

@@ -3,6 +3,7 @@ rank 3r (the same trainable budget), same steps and samples, on nested arithmeti
 
     python recipes/paper/equal_budget.py                 # seeds 0 and 1, runs in runs/paper/
     python recipes/paper/equal_budget.py --seeds 0 1 2
+    python recipes/paper/equal_budget.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model, 300 steps
 
 Each run evaluates greedily before training (the untrained system) and after. Finished runs
 are reused, so the script can be stopped and started again. Prints a Markdown table and
@@ -22,11 +23,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="runs/paper")
+    parser.add_argument("--gpu", action="store_true", help="the GPU protocol: recipes/paper/gpu/")
     args = parser.parse_args()
-    results = {label: [run(f"recipes/paper/{recipe}.yaml", seed, ROOT / args.out) for seed in args.seeds]
+    folder = "recipes/paper/gpu" if args.gpu else "recipes/paper"
+    results = {label: [run(f"{folder}/{recipe}.yaml", seed, ROOT / args.out) for seed in args.seeds]
                for label, recipe in SYSTEMS.items()}
-    report(results, "docs/images/equal-budget-curves.png",
-           f"python recipes/paper/equal_budget.py --seeds {' '.join(map(str, args.seeds))}")
+    report(results, f"docs/images/{'gpu-' if args.gpu else ''}equal-budget-curves.png",
+           f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}--seeds {' '.join(map(str, args.seeds))}")
 
 
 if __name__ == "__main__":

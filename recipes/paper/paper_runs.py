@@ -1,54 +1,100 @@
 """Shared by the reproduction scripts in this folder: run a recipe once per seed (reusing
 finished runs, so a script can be stopped and started again), read back its metrics, print a
-Markdown table and draw the reward curves with `neuromas plot`."""
+Markdown table with standard errors and a paired test between the arms, and draw the reward
+curves with a band over seeds."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from neuromas.stats import Accuracy, paired_difference  # noqa: E402
 
 
 def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> dict:
     """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>."""
-    run_dir = out / f"{Path(recipe).stem}-seed{seed}"
+    run_dir = out / f"{Path(recipe).parent.name}-{Path(recipe).stem}-seed{seed}"
     if not (run_dir / "adapters").is_dir():
         shutil.rmtree(run_dir, ignore_errors=True)
-        start = time.perf_counter()
+        start, load = time.perf_counter(), os.getloadavg()[0]
         cmd = [sys.executable, "-m", "neuromas", "train", recipe, f"train.seed={seed}", f"tracking.run_dir={run_dir}",
                *overrides]
+        print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[3:])}", file=sys.stderr)
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+        (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start, "load_before": load,
+                                                       "load_after": os.getloadavg()[0]}) + "\n")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "eval/accuracy" in r]
-    rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
-    return {"dir": run_dir, "seed": seed, "before": evals[0]["eval/accuracy"], "after": evals[-1]["eval/accuracy"],
-            "reward_first": sum(rewards[:3]) / 3, "reward_last": sum(rewards[-3:]) / 3, "steps": len(rewards),
-            "wall": float((run_dir / "wall_seconds.txt").read_text()), "questions": evals[-1]["eval/num_questions"]}
+    evals = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
+    return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
+            "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
+            **json.loads((run_dir / "wall.json").read_text())}
+
+
+def _mean_se(values: list[float]) -> str:
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.3f} ± {se:.3f}"
 
 
 def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
-    """Print the table of `results` (system label -> one run per seed) and draw their reward curves."""
+    """Print the table of `results` (arm label -> one run per seed), compare the arms, draw the curves."""
     import torch
 
     first = next(iter(results.values()))[0]
     print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
-          f"Greedy accuracy on {first['questions']:.0f} test questions.\n")
-    print("| system | seed | steps | untrained accuracy | trained accuracy | sampled reward, first 3 steps "
-          "| last 3 steps | wall time |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"Greedy accuracy on {first['after'].n} test questions (± standard error).\n")
+    print("| system | seed | steps | untrained | trained | change (paired) | sampled reward, first 3 / last 3 steps "
+          "| wall time | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, runs in results.items():
         for r in runs:
-            print(f"| {label} | {r['seed']} | {r['steps']} | {r['before']:.3f} | {r['after']:.3f} | "
-                  f"{r['reward_first']:.3f} | {r['reward_last']:.3f} | {r['wall'] / 60:.1f} min |")
+            change, rewards = paired_difference(r["before"], r["after"]), [v for _, v in r["rewards"]]
+            print(f"| {label} | {r['seed']} | {len(rewards)} | {r['before'].mean:.3f} ± {r['before'].se:.3f} | "
+                  f"{r['after'].mean:.3f} ± {r['after'].se:.3f} | {change.difference:+.3f} ± {change.se:.3f} | "
+                  f"{statistics.mean(rewards[:3]):.2f} / {statistics.mean(rewards[-3:]):.2f} | "
+                  f"{r['wall_s'] / 60:.1f} min | {r['load_before']:.1f} -> {r['load_after']:.1f} |")
+    print("\n| system | seeds | trained accuracy, mean over seeds ± s.e. |\n| --- | --- | --- |")
     for label, runs in results.items():
-        print(f"\nmean trained accuracy, {label}: {sum(r['after'] for r in runs) / len(runs):.3f}", end="")
-    subprocess.run([sys.executable, "-m", "neuromas", "plot", *[str(r["dir"]) for runs in results.values() for r in runs],
-                    "--out", str(ROOT / picture)], cwd=ROOT, check=True, capture_output=True)
-    print(f"\n\nReward curves: {picture}\nCommand: {command}")
+        print(f"| {label} | {len(runs)} | {_mean_se([r['after'].mean for r in runs])} |")
+    (label_a, runs_a), (label_b, runs_b) = list(results.items())[:2]
+    pairs = [(a, b) for a in runs_a for b in runs_b if a["seed"] == b["seed"] and a["ids"] == b["ids"]]
+    if pairs:  # every (seed, question) is one pair: the same question answered by both arms
+        pooled_a = Accuracy.of([c for a, _ in pairs for c in a["after"].correct])
+        pooled_b = Accuracy.of([c for _, b in pairs for c in b["after"].correct])
+        diff = paired_difference(pooled_a, pooled_b)
+        print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
+              f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+    draw_band(results, ROOT / picture)
+    print(f"\nReward curves (mean over seeds, band: ± one standard error): {picture}\nCommand: {command}")
+
+
+def draw_band(results: dict[str, list[dict]], path: Path) -> None:
+    """Sampled reward per step: each arm's mean over seeds, with a band of ± one standard error."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for i, (label, runs) in enumerate(results.items()):
+        steps = sorted({s for r in runs for s, _ in r["rewards"]})
+        by_step = [[v for r in runs for s, v in r["rewards"] if s == step] for step in steps]
+        mean = [statistics.mean(v) for v in by_step]
+        se = [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in by_step]
+        ax.plot(steps, mean, color=f"C{i}", label=f"{label} ({len(runs)} seeds)")
+        ax.fill_between(steps, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
+                        color=f"C{i}", alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("sampled reward")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
