@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="untrained: the same topology with fresh adapters (the base model in every node)")
     ev.add_argument("--single-agent", action="store_true",
                     help="one node with the same total trainable-parameter budget (rank computed)")
+    ev.add_argument("--against", choices=["untrained", "single-agent"],
+                    help="also evaluate this baseline of the system on the same questions and print the system "
+                         "minus it, paired (A = the baseline, B = the system)")
     ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json, or "
                                   "A/compare-<split>-<system>.json for two)")
     show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
@@ -138,8 +141,15 @@ def evaluate(args: argparse.Namespace) -> None:
     if len(args.sources) > 2:
         raise NeuromasError(f"eval takes one system, or two to compare; got {len(args.sources)}")
     sources = [Path(s) for s in args.sources]
-    results = [evaluate(EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent))
-               for s in sources]
+    if args.against and len(sources) > 1:
+        raise NeuromasError("--against compares one system with its baseline; give one RUN_OR_CHECKPOINT")
+    requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent)
+                for s in sources]
+    if args.against:  # the baseline first: it is A
+        baseline = EvalRequest(sources[0], args.split, args.samples, args.questions, "untrained",
+                               args.against == "single-agent")
+        requests, sources = [baseline, *requests], [sources[0], *sources]
+    results = [evaluate(request) for request in requests]
     name = f"{args.split}-{results[0]['system']}.json"
     if len(results) == 1:
         out, text, data = sources[0] / f"eval-{name}", format_table(results[0]), results[0]

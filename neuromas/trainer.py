@@ -117,7 +117,8 @@ class Trainer:
                     history.append(self._one_step(stage))
                     bar.update(1)
                 self._end_stage(stage)
-        self._evaluate(self.step)
+        if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
+            self._evaluate(self.step)
         self.save(self.run_dir / "adapters", adapters_only=True)
         self._check_ranks_agree()
         self.tracker.close()

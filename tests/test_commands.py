@@ -153,3 +153,16 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert main(argv) == 0 and "3 steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", str(QUICKSTART), "--dry-run", "--nonsense"])
+
+
+def test_eval_against_the_untrained_baseline_pairs_the_same_questions(tiny_run):
+    assert main(["eval", str(tiny_run), "--against", "untrained", "--questions", "2"]) == 0
+    result = json.loads((tiny_run / "compare-test-untrained.json").read_text())
+    assert (result["a"]["system"], result["b"]["system"]) == ("untrained", "trained")
+    assert result["b_minus_a"]["greedy_accuracy"]["n"] == 2
+
+
+def test_eval_rejects_three_systems_and_against_with_two(tiny_run, capsys):
+    assert main(["eval", str(tiny_run), str(tiny_run), str(tiny_run)]) == 2
+    assert main(["eval", str(tiny_run), str(tiny_run), "--against", "untrained"]) == 2
+    assert "--against" in capsys.readouterr().err
