@@ -371,15 +371,35 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} must look like key=value (e.g. train.steps=5)")
+    data = _read_yaml(Path(recipe)) if recipe is not None else {}
     try:
-        merged = OmegaConf.structured(Config)
-        if recipe is not None:
-            merged = OmegaConf.merge(merged, OmegaConf.create(_read_yaml(Path(recipe))))
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except oc_errors.OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from None
+    _check_set_by_stages(cfg, merged, data, overrides)
+    return cfg
+
+
+def _check_set_by_stages(cfg: Config, merged, data: dict, overrides) -> None:
+    """With growth stages, the topology and step count come from them: a different value given
+    explicitly beside or after the stages (the recipe's with the recipe's stages, or on the
+    command line) would be dropped, so it is an error. Stages given on the command line win over
+    the recipe's own topology and steps."""
+    if not cfg.growth.stages:
+        return
+    keys = {o.split("=", 1)[0] for o in overrides}
+    if not any(k.startswith("growth.stages") for k in keys):  # the recipe's stages: its own values count too
+        keys |= {"train.steps"} if "steps" in data.get("train", {}) else set()
+        keys |= {"topology"} if "topology" in data else set()
+    if "train.steps" in keys and merged.train.steps != cfg.train.steps:
+        raise ConfigError(f"train.steps: growth.stages set the run's steps ({cfg.train.steps} in all); change the "
+                          "stages' steps instead, or set growth.stages=[] to train one topology for train.steps")
+    if any(k == "topology" or k.startswith("topology.") for k in keys) and OmegaConf.to_object(merged.topology) != cfg.topology:
+        raise ConfigError("topology: growth.stages set the topology (the first stage's); change the stages "
+                          "instead, or set growth.stages=[] to train one topology")
 
 
 def to_dict(cfg: Any) -> dict:

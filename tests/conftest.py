@@ -66,6 +66,8 @@ def tiny_overrides(model_dir: Path, run_dir: Path, **extra: object) -> list[str]
         "eval.num_questions": 2, "task.num_test": 4, "agents.lora.top_layers": "null",
     }
     base.update(extra)
+    if "growth.stages" in extra:  # the stages set the steps
+        del base["train.steps"]
     return [f"{k}={v}" for k, v in base.items()]
 
 

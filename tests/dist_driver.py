@@ -41,7 +41,7 @@ def update(out: Path, overrides: list[str]) -> None:
     """Every rank rolls out the same full batch (same seed, same adapters), computes advantages
     over all of it, and trains on its own block of questions: with N ranks this must equal one
     process training on the whole batch."""
-    cfg = load_config(Path(__file__).parents[1] / "recipes" / "quickstart.yaml", overrides)
+    cfg = load_config(Path(__file__).parent / "recipe.yaml", overrides)
     trainer = Trainer(cfg, out / "run")
     torch.manual_seed(0)
     for param in trainer.agents.parameters():  # non-zero B: every LoRA weight gets a gradient

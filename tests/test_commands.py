@@ -7,14 +7,14 @@ import pytest
 from conftest import tiny_overrides
 from neuromas.cli import main
 from neuromas.evaluate import single_agent_rank
-from test_trainer import QUICKSTART
+from test_trainer import RECIPE
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
     overrides = tiny_overrides(tiny_model_dir, run, **{"tracking.transcripts_every": 1, "checkpoint.every": 1})
-    assert main(["train", str(QUICKSTART), *overrides]) == 0
+    assert main(["train", str(RECIPE), *overrides]) == 0
     return run
 
 
@@ -64,7 +64,7 @@ def test_single_agent_rank_matches_the_budget():
 
 
 def test_show_and_plot_write_pictures(tiny_run, tmp_path, capsys):
-    assert main(["show", str(QUICKSTART), "--out", str(tmp_path / "t.svg")]) == 0
+    assert main(["show", str(RECIPE), "--out", str(tmp_path / "t.svg")]) == 0
     assert (tmp_path / "t.svg").read_text().lstrip().startswith("<?xml")
     assert "L1N0 <- L0N0, L0N1" in capsys.readouterr().out
     assert main(["show", str(tiny_run)]) == 0
@@ -92,7 +92,7 @@ def test_sigkill_mid_run_loses_at_most_the_steps_since_the_last_checkpoint(tiny_
     import time
 
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "neuromas", "train", str(QUICKSTART),
+    args = [sys.executable, "-m", "neuromas", "train", str(RECIPE),
             *tiny_overrides(tiny_model_dir, run, **{"train.steps": 40, "checkpoint.every": 2, "eval.num_questions": 0})]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -119,7 +119,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_model_dir, tmp_path, mon
     from neuromas.errors import NeuromasError
     from neuromas.trainer import Trainer
 
-    trainer = Trainer(load_config(QUICKSTART, tiny_overrides(tiny_model_dir, tmp_path / "run")), tmp_path / "run")
+    trainer = Trainer(load_config(RECIPE, tiny_overrides(tiny_model_dir, tmp_path / "run")), tmp_path / "run")
     good = trainer.save(tmp_path / "run" / "checkpoints" / "step_1")
     before = sorted(p.name for p in good.rglob("*"))
 
@@ -140,19 +140,19 @@ def test_init_from_a_different_topology_is_an_error(tiny_run, tmp_path, capsys):
 
 
 def test_dry_run_checks_recipe_data_and_deepspeed_config_without_training(tmp_path, capsys):
-    assert main(["train", "--dry-run", str(QUICKSTART), f"tracking.run_dir={tmp_path / 'run'}"]) == 0
+    assert main(["train", "--dry-run", str(RECIPE), f"tracking.run_dir={tmp_path / 'run'}"]) == 0
     assert "is valid" in capsys.readouterr().err and not (tmp_path / "run").exists()
-    assert main(["train", "--dry-run", str(QUICKSTART), "task.name=math", "task.path=nope.jsonl"]) == 2
+    assert main(["train", "--dry-run", str(RECIPE), "task.name=math", "task.path=nope.jsonl"]) == 2
     assert "dataset not found: nope.jsonl" in capsys.readouterr().err
-    assert main(["train", "--dry-run", str(QUICKSTART), "--deepspeed", "zero7"]) == 2
+    assert main(["train", "--dry-run", str(RECIPE), "--deepspeed", "zero7"]) == 2
     assert "no config named 'zero7'" in capsys.readouterr().err
 
 
 def test_overrides_may_follow_options(tmp_path, capsys):
-    argv = ["train", str(QUICKSTART), "--dry-run", "train.steps=3", f"tracking.run_dir={tmp_path / 'run'}"]
+    argv = ["train", str(RECIPE), "--dry-run", "train.steps=3", f"tracking.run_dir={tmp_path / 'run'}"]
     assert main(argv) == 0 and "3 steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["train", str(QUICKSTART), "--dry-run", "--nonsense"])
+        main(["train", str(RECIPE), "--dry-run", "--nonsense"])
 
 
 def test_eval_against_the_untrained_baseline_pairs_the_same_questions(tiny_run):

@@ -22,7 +22,7 @@ from neuromas.config import TrainConfig
 from neuromas.distributed import World, init_world
 from neuromas.errors import ConfigError, NeuromasError
 from neuromas.optim import resolve_deepspeed_config
-from test_trainer import QUICKSTART, VARYING_REWARD
+from test_trainer import RECIPE, VARYING_REWARD
 
 TESTS = Path(__file__).parent
 DRIVER = TESTS / "dist_driver.py"
@@ -71,7 +71,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def train_args(model_dir: Path, run_dir: Path, **extra) -> list[str]:
     overrides = tiny_overrides(model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4, **extra})
-    return [str(DRIVER), "train", str(QUICKSTART), *overrides, VARYING_REWARD]
+    return [str(DRIVER), "train", str(RECIPE), *overrides, VARYING_REWARD]
 
 
 def test_two_processes_train_identical_adapters_and_write_once(tiny_model_dir, tmp_path):
@@ -106,8 +106,10 @@ def test_two_ranks_update_equals_one_rank_on_the_whole_batch(tiny_model_dir, tmp
         assert two_metrics[key] == pytest.approx(one_metrics[key], rel=1e-5), key
     assert two_metrics["train/loss"] == pytest.approx(one_metrics["train/loss"], abs=1e-6)  # a sum near 0
     assert one_metrics["train/grad_norm"] > 0
-    # ...and the weights after the step agree far below the step size (lr 3e-4)
-    assert_same_adapters(two[0], one, atol=1e-5)
+    # ...and the weights after the step agree far below the step size (lr 3e-4). Not closer: Adam's
+    # first step is lr * g / (|g| + eps), so an element whose gradient is near eps moves by a share
+    # of lr that rounding decides (one element differed by 1.3e-5 with transformers 5.24)
+    assert_same_adapters(two[0], one, atol=3e-5)
     # ...and the update did something: the weights moved away from their (shared) start
     launch("python", str(DRIVER), "update", str(tmp_path / "lr0"), *overrides, "train.lr=1e-12")
     (start,) = rank_states(tmp_path / "lr0" / "ranks", 1)
@@ -203,7 +205,7 @@ def test_launch_scripts_run_the_cli_on_two_processes(tiny_model_dir, tmp_path, s
     # with fewer GPUs than processes only the recipe keeps the run on CPU, as in CI.
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"checkpoint.every": 1, "train.questions_per_step": 4,
                                                            "model.device": "cpu"})
-    done = launch("script", str(TESTS.parent / "launch" / script), "2", str(QUICKSTART), *overrides, VARYING_REWARD,
+    done = launch("script", str(TESTS.parent / "launch" / script), "2", str(RECIPE), *overrides, VARYING_REWARD,
                   "--deepspeed", "zero2")
     assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_1", "step_2"]
@@ -214,7 +216,7 @@ def test_launch_scripts_run_the_cli_on_two_processes(tiny_model_dir, tmp_path, s
 def test_accelerate_launch_runs_the_cli_on_two_processes(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.questions_per_step": 4})
-    done = launch("accelerate", "-m", "neuromas", "train", str(QUICKSTART), *overrides, VARYING_REWARD)
+    done = launch("accelerate", "-m", "neuromas", "train", str(RECIPE), *overrides, VARYING_REWARD)
     assert done.stderr.count("neuromas: done") == 1 and "(2 processes)" in done.stderr
     assert [m["step"] for m in metrics(run_dir) if "train/loss" in m] == [1, 2]
 

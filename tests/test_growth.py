@@ -15,7 +15,7 @@ from neuromas.tasks import build_task
 from neuromas.topology import Topology
 from neuromas.trainer import Trainer
 from test_agents import make_agents
-from test_trainer import QUICKSTART, VARYING_REWARD
+from test_trainer import RECIPE, VARYING_REWARD
 
 
 def topo(*widths: int) -> Topology:
@@ -131,7 +131,7 @@ def growth_overrides(tmp_path, tiny_model_dir, run="run", *extra):
 
 
 def test_growth_run_trains_new_adapters_and_optimizer_covers_all(tiny_model_dir, tmp_path):
-    cfg = load_config(QUICKSTART, growth_overrides(tmp_path, tiny_model_dir))
+    cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir))
     assert cfg.train.steps == 5 and cfg.topology.widths == [1]
     trainer = Trainer(cfg, tmp_path / "run")
     history = trainer.fit()
@@ -152,10 +152,10 @@ def strip_times(path) -> list[dict]:
 
 
 def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
-    whole = Trainer(load_config(QUICKSTART, growth_overrides(tmp_path, tiny_model_dir, "whole")), tmp_path / "whole")
+    whole = Trainer(load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "whole")), tmp_path / "whole")
     whole.fit()
 
-    cfg = load_config(QUICKSTART, growth_overrides(tmp_path, tiny_model_dir, "cut"))
+    cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "cut"))
     cut = Trainer(cfg, tmp_path / "cut")
     real_step = Trainer._one_step
 
@@ -186,7 +186,7 @@ def scripted_validation(monkeypatch, values):
 
 
 def test_a_grown_stage_below_its_parent_is_rolled_back_and_retried(tiny_model_dir, tmp_path, monkeypatch):
-    cfg = load_config(QUICKSTART, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.1",
+    cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.1",
                                                    "growth.retry_inits=[zero]"))
     scripted_validation(monkeypatch, [0.5, 0.2, 0.45])  # parent, first try (copy), retry (zero)
     trainer = Trainer(cfg, tmp_path / "run")
@@ -197,7 +197,7 @@ def test_a_grown_stage_below_its_parent_is_rolled_back_and_retried(tiny_model_di
 
 
 def test_rollback_without_retries_left_stops_with_a_report(tiny_model_dir, tmp_path, monkeypatch):
-    cfg = load_config(QUICKSTART, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.0"))
+    cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.0"))
     scripted_validation(monkeypatch, [0.5, 0.2])
     with pytest.raises(NeuromasError, match=r"stage 1 \(\[2, 1\]\) stayed below its parent.*stage_0"):
         Trainer(cfg, tmp_path / "run").fit()
@@ -208,7 +208,7 @@ def test_grow_cli_then_train_the_grown_system(tiny_model_dir, tmp_path, capsys):
     from neuromas.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run)]) == 0
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run)]) == 0
     out = tmp_path / "grown"
     assert main(["grow", str(run), "--widths", "3,1", "--init", "copy", "--gate-steps", "2", "--out", str(out)]) == 0
     state = read_state(out)
@@ -231,7 +231,7 @@ def test_grow_cli_errors(tiny_model_dir, tmp_path, capsys, args, message):
     from neuromas.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run, **{"train.steps": 1})]) == 0
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run, **{"train.steps": 1})]) == 0
     capsys.readouterr()
     assert main([a.replace("RUN", str(run)) for a in args]) == 2
     assert message in capsys.readouterr().err
@@ -242,10 +242,10 @@ def test_resume_from_the_cli(tiny_model_dir, tmp_path, capsys):
 
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run, **{"checkpoint.every": 1})
-    assert main(["train", str(QUICKSTART), *overrides]) == 0
-    assert main(["train", str(QUICKSTART), *overrides, "train.steps=3", "--resume", str(run)]) == 0
+    assert main(["train", str(RECIPE), *overrides]) == 0
+    assert main(["train", str(RECIPE), *overrides, "train.steps=3", "--resume", str(run)]) == 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
              if "reward/mean" in line]
     assert steps == [1, 2, 3]
-    assert main(["train", str(QUICKSTART), *overrides, "--resume", str(tmp_path / "none")]) == 2
+    assert main(["train", str(RECIPE), *overrides, "--resume", str(tmp_path / "none")]) == 2
     assert "not a run directory" in capsys.readouterr().err

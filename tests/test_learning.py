@@ -18,8 +18,7 @@ from conftest import tiny_overrides
 from neuromas import update
 from neuromas.config import load_config
 from neuromas.trainer import Trainer
-
-QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+from test_trainer import RECIPE
 MAX_STEPS = 30
 TARGET = 0.9  # moving average of the sampled reward over WINDOW steps
 WINDOW = 3
@@ -29,7 +28,7 @@ def learning_trainer(model_dir: Path, run_dir: Path, widths: str, *extra: str) -
     settings = {"topology.widths": widths, "task.reward": "helpers:first_char_even", "train.lr": 1e-2,
                 "rollout.temperature": 1.0, "rollout.max_new_tokens": 3, "train.questions_per_step": 4,
                 "rollout.samples_per_question": 4, "eval.num_questions": 0, "tracking.backend": "none"}
-    return Trainer(load_config(QUICKSTART, tiny_overrides(model_dir, run_dir, **settings) + list(extra)), run_dir)
+    return Trainer(load_config(RECIPE, tiny_overrides(model_dir, run_dir, **settings) + list(extra)), run_dir)
 
 
 def curve(trainer: Trainer) -> tuple[list[float], list[float]]:

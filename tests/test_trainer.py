@@ -13,12 +13,12 @@ from neuromas.config import load_config
 from neuromas.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent
-QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+RECIPE = Path(__file__).parent / "recipe.yaml"  # the tests' plain [2, 1] recipe
 VARYING_REWARD = "task.reward=helpers:text_parity_reward"
 
 
 def make_trainer(tiny_model_dir, run_dir, *extra) -> Trainer:
-    cfg = load_config(QUICKSTART, tiny_overrides(tiny_model_dir, run_dir) + [VARYING_REWARD, *extra])
+    cfg = load_config(RECIPE, tiny_overrides(tiny_model_dir, run_dir) + [VARYING_REWARD, *extra])
     return Trainer(cfg, run_dir)
 
 
@@ -71,7 +71,7 @@ def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
 
 def test_train_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run_dir), "checkpoint.every=1",
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir), "checkpoint.every=1",
                  "checkpoint.keep_last=1"]) == 0
     out = capsys.readouterr().out
     assert "step    1/2 | reward" in out and "step    2/2 | reward" in out
@@ -98,7 +98,9 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, message", [
     (["train", "recipes/missing.yaml"], "recipe not found"),
     (["train", "recipes/quickstart.yaml", "train.stepz=3"], "train.stepz"),
-    (["train", "recipes/quickstart.yaml", "topology.widths=[2,2]"], "single sink"),
+    (["train", "tests/recipe.yaml", "topology.widths=[2,2]"], "single sink"),
+    (["train", "recipes/quickstart.yaml", "train.steps=5"], "growth.stages"),
+    (["train", "recipes/quickstart.yaml", "topology.widths=[3,1]"], "growth.stages"),
     (["train", "recipes/quickstart.yaml", "task.reward=nowhere:fn"], "task.reward"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(args, message):
@@ -112,7 +114,7 @@ def test_a_run_directory_is_never_reused(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text("")
-    assert main(["train", str(QUICKSTART), *tiny_overrides(tiny_model_dir, run_dir)]) == 2
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 
 
