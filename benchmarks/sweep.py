@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=64, help="greedy test questions before and after")
     parser.add_argument("--out", default="runs/sweep")
     args = parser.parse_args()
-    print(f"{args.steps} steps of one node from {RECIPE} ({' '.join(BASE)}); greedy accuracy on {args.questions} test questions, "
-          "before -> after; change = paired difference ± its standard error.\n")
+    print(f"{args.steps} steps of one node from {RECIPE} ({' '.join(BASE)}); greedy accuracy on "
+          f"{args.questions} test questions, before -> after; change = paired difference ± its standard error.\n")
     print("| arm | seed | before | after | change | sampled reward, first 3 / last 3 steps | rows with signal "
           "| s/step | wall | load |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

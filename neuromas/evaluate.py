@@ -76,7 +76,8 @@ def evaluate(request: EvalRequest) -> dict:
     if request.samples > 1:
         metrics[f"pass@{request.samples}"] = _pass_at_k(engine, task, questions, request.samples, cfg.train.seed)
     for name, accuracy in metrics.items():  # the mean, its standard error, and every question's result
-        result.update({name: accuracy.mean, f"{name}_se": accuracy.se, f"{name}_correct": list(map(int, accuracy.correct))})
+        result.update({name: accuracy.mean, f"{name}_se": accuracy.se,
+                       f"{name}_correct": list(map(int, accuracy.correct))})
     return result
 
 
