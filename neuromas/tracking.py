@@ -8,6 +8,7 @@ from pathlib import Path
 
 from neuromas.config import TrackingConfig
 from neuromas.errors import ConfigError
+from neuromas.stats import Accuracy, PairedDifference, paired_difference
 
 
 class Tracker:
@@ -83,3 +84,14 @@ def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
     keep = [line for line in path.read_text().splitlines()
             if line and (json.loads(line)["step"] < step or (json.loads(line)["step"] == step and not inclusive))]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def record_eval(path: Path, step: int, question_ids: list[str], accuracy: Accuracy) -> PairedDifference | None:
+    """Append one evaluation's per-question results to `path` (step 0 starts the file anew), and
+    return its paired change since step 0 when step 0 was evaluated on the same questions."""
+    first = json.loads(path.read_text().splitlines()[0]) if path.is_file() and step > 0 else None
+    with path.open("a" if step > 0 else "w") as f:
+        f.write(json.dumps({"step": step, "ids": question_ids, "correct": [int(c) for c in accuracy.correct]}) + "\n")
+    if first is None or first["step"] != 0 or first["ids"] != question_ids:
+        return None
+    return paired_difference(Accuracy.of(first["correct"]), accuracy)

@@ -31,10 +31,10 @@ from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
-from neuromas.stats import Accuracy, paired_difference
+from neuromas.stats import Accuracy
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
-from neuromas.tracking import NullTracker, Tracker, truncate_jsonl
+from neuromas.tracking import NullTracker, Tracker, record_eval, truncate_jsonl
 from neuromas.update import PolicyUpdate
 
 
@@ -238,15 +238,9 @@ class Trainer:
         self.tracker.log({"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
                           "eval/num_questions": float(accuracy.n)}, step)
         self._print(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
-        if not self.world.main:
-            return
-        record = self.run_dir / "evals.jsonl"
-        first = json.loads(record.read_text().splitlines()[0]) if record.is_file() and step > 0 else None
-        with record.open("a" if step > 0 else "w") as f:
-            f.write(json.dumps({"step": step, "ids": [q.id for q in questions],
-                                "correct": [int(c) for c in accuracy.correct]}) + "\n")
-        if first is not None and first["ids"] == [q.id for q in questions]:
-            change = paired_difference(Accuracy.of(first["correct"]), accuracy)
+        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy) \
+            if self.world.main else None
+        if change is not None:
             self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
             self._print(f"eval  step {step:>4} | change since step 0: {change}")
 

@@ -44,3 +44,15 @@ def test_wandb_backend_without_wandb_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     with pytest.raises(ConfigError, match="wandb is not installed"):
         Tracker(TrackingConfig(backend="wandb"), tmp_path, "run", {})
+
+
+def test_record_eval_pairs_each_evaluation_with_step_0(tmp_path):
+    from neuromas.stats import Accuracy
+    from neuromas.tracking import record_eval
+
+    path = tmp_path / "evals.jsonl"
+    assert record_eval(path, 0, ["a", "b", "c"], Accuracy.of([0, 0, 1])) is None
+    change = record_eval(path, 4, ["a", "b", "c"], Accuracy.of([1, 1, 1]))
+    assert change.difference == pytest.approx(2 / 3) and (change.only_a, change.only_b) == (0, 2)
+    assert record_eval(path, 8, ["a", "b"], Accuracy.of([1, 1])) is None  # other questions: no pairing
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 4, 8]

@@ -75,6 +75,7 @@ def test_train_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
                  "checkpoint.keep_last=1"]) == 0
     out = capsys.readouterr().out
     assert "step    1/2 | reward" in out and "step    2/2 | reward" in out
+    assert "accuracy 0.000 ± 0.000 (2 questions)" in out and "eval  step    2 | change since step 0: +0.000" in out
     saved = load_config(run_dir / "config.yaml")
     assert saved.train.steps == 2 and saved.model.name == str(tiny_model_dir)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
