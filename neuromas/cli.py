@@ -156,7 +156,7 @@ def evaluate(args: argparse.Namespace) -> None:
     else:
         paired = compare(*results)
         out, text = sources[0] / f"compare-{name}", format_comparison(*results, paired)
-        data = {"a": results[0], "b": results[1], "b_minus_a": paired}
+        data = {"a": results[0], "b": results[1], "b_minus_a": {k: d.to_dict() for k, d in paired.items()}}
     out = Path(args.out) if args.out else out
     write_result(data, out)
     print(text)

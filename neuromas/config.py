@@ -401,7 +401,8 @@ def _check_set_by_stages(cfg: Config, merged, data: dict, overrides) -> None:
     if "train.steps" in keys and merged.train.steps != cfg.train.steps:
         raise ConfigError(f"train.steps: growth.stages set the run's steps ({cfg.train.steps} in all); change the "
                           "stages' steps instead, or set growth.stages=[] to train one topology for train.steps")
-    if any(k == "topology" or k.startswith("topology.") for k in keys) and OmegaConf.to_object(merged.topology) != cfg.topology:
+    topology_given = any(k == "topology" or k.startswith("topology.") for k in keys)
+    if topology_given and OmegaConf.to_object(merged.topology) != cfg.topology:
         raise ConfigError("topology: growth.stages set the topology (the first stage's); change the stages "
                           "instead, or set growth.stages=[] to train one topology")
 

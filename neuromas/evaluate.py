@@ -81,13 +81,13 @@ def evaluate(request: EvalRequest) -> dict:
     return result
 
 
-def compare(a: dict, b: dict) -> dict:
+def compare(a: dict, b: dict) -> dict[str, PairedDifference]:
     """B against A, question by question, for every accuracy both results hold."""
     if a["question_ids"] != b["question_ids"]:
         raise NeuromasError(f"{a['source']} and {b['source']} were evaluated on different questions (their recipes' "
                             "task settings differ); a paired comparison needs the same ones")
     names = [name for name in _accuracy_names(a) if f"{name}_correct" in b]
-    return {name: paired_difference(Accuracy.of(a[f"{name}_correct"]), Accuracy.of(b[f"{name}_correct"])).to_dict()
+    return {name: paired_difference(Accuracy.of(a[f"{name}_correct"]), Accuracy.of(b[f"{name}_correct"]))
             for name in names}
 
 
@@ -139,10 +139,9 @@ def format_table(result: dict) -> str:
     return _rows(rows)
 
 
-def format_comparison(a: dict, b: dict, paired: dict) -> str:
+def format_comparison(a: dict, b: dict, paired: dict[str, PairedDifference]) -> str:
     """Both systems' tables, then B - A for each accuracy."""
-    rows = [(f"B - A, {name.replace('_', ' ')}", str(PairedDifference(**{**d, "ci": tuple(d["ci"])})))
-            for name, d in paired.items()]
+    rows = [(f"B - A, {name.replace('_', ' ')}", str(diff)) for name, diff in paired.items()]
     return f"A: {a['source']}\n{format_table(a)}\n\nB: {b['source']}\n{format_table(b)}\n\n{_rows(rows)}"
 
 
