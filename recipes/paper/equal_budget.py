@@ -1,12 +1,13 @@
 """NeuroMAS claim 1 at small scale: three nodes [2, 1] with LoRA rank r each vs one node with
 rank 3r (the same trainable budget), same steps and samples, on nested arithmetic.
 
-    python recipes/paper/equal_budget.py                 # seeds 0 and 1, runs in runs/paper/
-    python recipes/paper/equal_budget.py --seeds 0 1 2
+    python recipes/paper/equal_budget.py                 # seeds 0, 1 and 2, runs in runs/paper/
+    python recipes/paper/equal_budget.py --seeds 3 4
     python recipes/paper/equal_budget.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model, 300 steps
 
-Each run evaluates greedily before training (the untrained system) and after. Finished runs
-are reused, so the script can be stopped and started again. Prints a Markdown table and
+Each run evaluates greedily before training (the untrained system), every 8 steps and after.
+Finished runs are reused (their results are kept in docs/data/), so the script can be stopped
+and started again. Prints a Markdown table and
 draws the reward curves with `neuromas plot`.
 """
 
@@ -14,20 +15,20 @@ from __future__ import annotations
 
 import argparse
 
-from paper_runs import ROOT, report, run
+from paper_runs import ROOT, report, run_all
 
 SYSTEMS = {"three nodes [2, 1], rank 8 each": "equal-budget-three", "one node [1], rank 24": "equal-budget-single"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/paper")
     parser.add_argument("--gpu", action="store_true", help="the GPU protocol: recipes/paper/gpu/")
     args = parser.parse_args()
     folder = "recipes/paper/gpu" if args.gpu else "recipes/paper"
-    results = {label: [run(f"{folder}/{recipe}.yaml", seed, ROOT / args.out) for seed in args.seeds]
-               for label, recipe in SYSTEMS.items()}
+    results = run_all({label: f"{folder}/{recipe}.yaml" for label, recipe in SYSTEMS.items()}, args.seeds,
+                      ROOT / args.out)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}equal-budget-curves.png",
            f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}--seeds {' '.join(map(str, args.seeds))}")
 

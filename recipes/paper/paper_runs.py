@@ -22,24 +22,44 @@ sys.path.insert(0, str(ROOT))
 from neuromas.stats import Accuracy, paired_difference  # noqa: E402
 
 
+DATA = ROOT / "docs" / "data"  # what the tables and curves are made from, kept in git
+KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json")
+
+
 def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> dict:
-    """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>."""
-    run_dir = out / f"{Path(recipe).parent.name}-{Path(recipe).stem}-seed{seed}"
-    if not (run_dir / "adapters").is_dir():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        start, load = time.perf_counter(), os.getloadavg()[0]
-        cmd = [sys.executable, "-m", "neuromas", "train", recipe, f"train.seed={seed}", f"tracking.run_dir={run_dir}",
-               *overrides]
-        print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[3:])}", file=sys.stderr)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start, "load_before": load,
-                                                       "load_after": os.getloadavg()[0]}) + "\n")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>.
+
+    The run's per-question evaluations, metrics and wall time are copied to docs/data/<name>-seed<seed>/;
+    a run found there (or finished in `out`) is not trained again, so a script can be stopped and
+    started again, in this session or a later one."""
+    name = f"{Path(recipe).parent.name}-{Path(recipe).stem}-seed{seed}"
+    run_dir, kept = out / name, DATA / name
+    if not (kept / "wall.json").is_file():
+        if not (run_dir / "adapters").is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            start, load = time.perf_counter(), os.getloadavg()[0]
+            cmd = [sys.executable, "-m", "neuromas", "train", recipe, f"train.seed={seed}",
+                   f"tracking.run_dir={run_dir}", *overrides]
+            print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[3:])}", file=sys.stderr)
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start, "load_before": load,
+                                                           "load_after": os.getloadavg()[0]}) + "\n")
+        kept.mkdir(parents=True, exist_ok=True)
+        for file in KEPT:
+            shutil.copyfile(run_dir / file, kept / file)
+    rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
+    evals = [json.loads(line) for line in (kept / "evals.jsonl").read_text().splitlines()]
     rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
     return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
-            **json.loads((run_dir / "wall.json").read_text())}
+            "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
+            **json.loads((kept / "wall.json").read_text())}
+
+
+def run_all(systems: dict[str, str], seeds: list[int], out: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """Every arm on every seed, seed by seed (so that a stopped script leaves paired arms behind)."""
+    runs = {seed: {label: run(recipe, seed, out, overrides) for label, recipe in systems.items()} for seed in seeds}
+    return {label: [runs[seed][label] for seed in seeds] for label in systems}
 
 
 def _mean_se(values: list[float]) -> str:
@@ -67,6 +87,12 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
     print("\n| system | seeds | trained accuracy, mean over seeds ± s.e. |\n| --- | --- | --- |")
     for label, runs in results.items():
         print(f"| {label} | {len(runs)} | {_mean_se([r['after'].mean for r in runs])} |")
+    steps = sorted({step for runs in results.values() for r in runs for step, _ in r["evals"]})
+    print("\nGreedy accuracy at each evaluation, mean over seeds ± s.e.:\n")
+    print("| system | " + " | ".join(f"step {s}" for s in steps) + " |\n|" + " --- |" * (len(steps) + 1))
+    for label, runs in results.items():
+        cells = [[a.mean for r in runs for s, a in r["evals"] if s == step] for step in steps]
+        print(f"| {label} | " + " | ".join(_mean_se(c) if c else "" for c in cells) + " |")
     (label_a, runs_a), (label_b, runs_b) = list(results.items())[:2]
     pairs = [(a, b) for a in runs_a for b in runs_b if a["seed"] == b["seed"] and a["ids"] == b["ids"]]
     if pairs:  # every (seed, question) is one pair: the same question answered by both arms
