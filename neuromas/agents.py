@@ -10,11 +10,12 @@ The KL reference is the same model with adapters disabled (``__base__`` rows): n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from neuromas.algorithms import gather_logprobs, token_entropy
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig
@@ -209,6 +210,12 @@ class Agents:
         return gather_logprobs(logits, batch.completion_ids.to(self.device), temperature), \
             batch.completion_mask.to(self.device)
 
+    @torch.no_grad()
+    def base_logprobs(self, prompts: list[torch.Tensor], completions: list[torch.Tensor],
+                      temperature: float = 1.0) -> torch.Tensor:
+        """Log-probs [B, T] of each completion under the frozen base: the KL reference."""
+        return self.completion_logprobs(prompts, completions, None, temperature)[0]
+
     def completion_stats(self, prompts: list[torch.Tensor], completions: list[torch.Tensor], node_ids: list[str],
                          temperature: float = 1.0, entropy_grad: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,3 +264,32 @@ def _lora_config(shared: LoraSettings, override, num_layers: int, random_init: b
     return LoraConfig(r=pick("rank"), lora_alpha=pick("alpha"), target_modules=list(pick("target_modules")),
                       layers_to_transform=layers, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                       init_lora_weights=not random_init)
+
+
+# ---- adapter state: what growth, checkpoints and the optimizer move between systems ----
+
+def adapter_states(agents: Agents) -> dict[str, dict[str, torch.Tensor]]:
+    """Each node's LoRA weights (peft state-dict keys, adapter name stripped), copied to CPU."""
+    return {node_id: {k: v.detach().cpu().clone()
+                      for k, v in get_peft_model_state_dict(agents.model, adapter_name=node_id).items()}
+            for node_id in agents.node_ids}
+
+
+def load_adapter_states(agents: Agents, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    for node_id, state in states.items():
+        try:
+            set_peft_model_state_dict(agents.model, state, adapter_name=node_id)
+        except RuntimeError as e:
+            raise ConfigError(f"cannot load weights into {node_id}: LoRA shapes differ "
+                              f"({str(e).splitlines()[-1].strip()})") from None
+
+
+_ADAPTER_IN_NAME = re.compile(r"\.(lora_[AB])\.(L\d+N\d+)\.")
+
+
+def rename_adapter(param_name: str, rename: dict[str, str]) -> str | None:
+    """The parameter's name after growth, or None if its node did not survive."""
+    match = _ADAPTER_IN_NAME.search(param_name)
+    if not match or match[2] not in rename:
+        return None
+    return param_name[:match.start()] + f".{match[1]}.{rename[match[2]]}." + param_name[match.end():]

@@ -84,6 +84,16 @@ def system_dir(source: Path) -> Path:
     return system
 
 
+def find_system(source: Path) -> tuple[Path, Path]:
+    """(directory with trainer_state.json and the adapters, the run's config.yaml) for a run
+    directory (its final adapters) or a checkpoint inside one."""
+    system = system_dir(source)
+    for parent in (system, *system.parents[:3]):
+        if (parent / "config.yaml").is_file():
+            return system, parent / "config.yaml"
+    raise NeuromasError(f"no config.yaml found above {system}")
+
+
 def read_state(checkpoint: Path) -> dict:
     path = checkpoint / STATE_FILE
     if not path.is_file():

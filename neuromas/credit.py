@@ -22,25 +22,76 @@ per-question grouping: only `branch` (and gates, for `per_node`) separates nodes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
-from neuromas.algorithms import ADVANTAGES, reinforce_advantages, rloo_advantages
+from neuromas.agents import Agents
+from neuromas.algorithms import (ADVANTAGES, KL_ESTIMATORS, reinforce_advantages, rloo_advantages, shape_rewards,
+                                 update_baseline)
 from neuromas.config import AlgorithmConfig
 from neuromas.rollout import Branch, Episodes
+from neuromas.topology import Topology
 
 
 @dataclass
-class CreditState:
-    baseline: float | None = None  # reinforce's moving average (saved in checkpoints)
+class Credit:
+    """Advantages [E, N] (episodes x nodes) for one step's episodes, and the metrics it adds.
+
+    `baseline` is reinforce's moving average of the reward (None before the first step); the
+    caller keeps it in the run state and passes it back each step.
+    """
+
+    advantages: torch.Tensor
+    baseline: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
-def group_advantages(cfg: AlgorithmConfig, rewards: torch.Tensor, state: CreditState) -> torch.Tensor:
+def _one_rank(values: torch.Tensor) -> list[torch.Tensor]:
+    return [values]
+
+
+def assign(cfg: AlgorithmConfig, episodes: Episodes, task_rewards: torch.Tensor, agents: Agents, topology: Topology,
+           samples_per_question: int, baseline: float | None, temperature: float, micro_batch_size: int,
+           gather: Callable[[torch.Tensor], list[torch.Tensor]] = _one_rank) -> Credit:
+    """The credit phase: shape the rewards, charge the KL to the base when it is in the reward,
+    attribute (attribution mode), and turn rewards into advantages by the configured credit
+    mode. `gather` collects a tensor from every rank, so the reinforce baseline is the same on all."""
+    rewards = shape_rewards(task_rewards, cfg.reward_scale, cfg.reward_clip)
+    metrics = {}
+    if cfg.kl_coef > 0 and cfg.kl_in == "reward":
+        kl = episode_kl(agents, episodes, cfg.kl_estimator, temperature, micro_batch_size)
+        rewards, metrics["train/kl_penalty"] = rewards - cfg.kl_coef * kl, float(kl.mean())
+    shares = widths = None
+    if cfg.credit == "attribution":
+        shares = attribution_shares(agents, episodes, cfg, temperature, micro_batch_size)
+        widths = {n.id: topology.widths[n.layer] for n in topology.nodes}
+    out = advantages(cfg, episodes, rewards, topology.node_ids, samples_per_question, baseline, shares, widths)
+    if cfg.advantage == "reinforce":  # one baseline on every rank: from every rank's rewards
+        baseline = update_baseline(baseline, torch.cat(gather(rewards[:episodes.num_regular])), cfg.baseline_decay)
+    metrics["credit/branched_episodes"] = float(episodes.num_episodes - episodes.num_regular)
+    return Credit(out, baseline, metrics)
+
+
+@torch.no_grad()
+def episode_kl(agents: Agents, episodes: Episodes, estimator: str, temperature: float,
+               micro_batch_size: int) -> torch.Tensor:
+    """Sum over every message of an episode of the per-token KL to the base: [E]."""
+    kl = torch.zeros(episodes.num_episodes)
+    for start in range(0, len(episodes.messages), micro_batch_size):
+        chunk = episodes.messages[start:start + micro_batch_size]
+        ref = agents.base_logprobs([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk], temperature)
+        for row, m in enumerate(chunk):
+            n = len(m.completion_ids)
+            kl[m.episode] += float(KL_ESTIMATORS[estimator](m.logprobs, ref[row, :n].cpu()).sum())
+    return kl
+
+
+def group_advantages(cfg: AlgorithmConfig, rewards: torch.Tensor, baseline: float | None) -> torch.Tensor:
     """rewards [G, K] -> advantages [G, K] with the configured estimator."""
     if cfg.advantage == "reinforce":
-        baseline = float(rewards.mean()) if state.baseline is None else state.baseline
-        return reinforce_advantages(rewards, baseline)
+        return reinforce_advantages(rewards, float(rewards.mean()) if baseline is None else baseline)
     return ADVANTAGES[cfg.advantage](rewards)
 
 
@@ -57,12 +108,12 @@ def plan_branches(node_ids: list[str], num_questions: int, samples_per_question:
 
 
 def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, node_ids: list[str],
-               samples_per_question: int, state: CreditState, shares=None, widths=None) -> torch.Tensor:
+               samples_per_question: int, baseline: float | None = None, shares=None, widths=None) -> torch.Tensor:
     """Advantages [E_total, N] (E_total counts branch copies; their rows are 0 unless branched).
     `shares` and `widths` (node -> its layer's width): attribution mode only."""
     num_regular = episodes.num_regular
     regular = rewards[:num_regular]
-    shared = group_advantages(cfg, regular.view(-1, samples_per_question), state).flatten()
+    shared = group_advantages(cfg, regular.view(-1, samples_per_question), baseline).flatten()
     out = torch.zeros(len(rewards), len(node_ids))
     if cfg.credit == "per_node":
         for n, node_id in enumerate(node_ids):

@@ -61,6 +61,17 @@ class World:
 
             dist.barrier()
 
+    def check_same(self, params: list[torch.Tensor], step: int) -> None:
+        """Data parallelism keeps every rank's adapters identical; stop loudly if they are not."""
+        if self.size == 1:
+            return
+        digest = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+                              for p in params]).cpu()
+        differ = [r for r, d in enumerate(self.gather(digest)) if not torch.equal(d, digest)]
+        if differ:
+            raise NeuromasError(f"step {step}: rank {self.rank} and rank(s) {differ} hold different "
+                                "adapters; data-parallel training went out of step (please report this)")
+
     @contextmanager
     def main_first(self):
         """Rank 0 runs the block first (e.g. preparing a model cache), then the others."""

@@ -16,16 +16,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from neuromas import checkpoint as ckpt
 from neuromas.agents import Agents
-from neuromas.config import Config, TopologyConfig, load_config
+from neuromas.config import Config, TopologyConfig
 from neuromas.errors import NeuromasError
-from neuromas.growth import load_adapter_states
-from neuromas.models import load_base_model
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
 from neuromas.stats import Accuracy, PairedDifference, paired_difference
-from neuromas.surgery import find_system
+from neuromas.system import System, load_system
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 
@@ -50,31 +47,25 @@ def single_agent_rank(system_params: int, params_at_rank_1: int) -> int:
 
 
 def evaluate(request: EvalRequest) -> dict:
-    system_dir, config_path = find_system(request.source)
-    cfg = load_config(config_path)
-    state = ckpt.read_state(system_dir)
-    topology = Topology.from_dict(state["topology"])
-    base, tokenizer = load_base_model(cfg.model)
-    agents = Agents(base, tokenizer, cfg.agents, topology.node_ids)
-    system_params = num_lora_params(agents)
+    system, cfg, _ = load_system(request.source, trained=request.system == "trained")
+    system_params = num_lora_params(system.agents)
     if request.single_agent:
-        agents, topology, note = _single_agent(agents, cfg, system_params)
+        system, note = _single_agent(system.agents, cfg, system_params)
     else:
-        note = f"{len(topology.node_ids)} nodes, {system_params:,} trainable parameters"
-        if request.system == "trained":
-            load_adapter_states(agents, ckpt.adapter_states_from(system_dir, topology.node_ids))
+        note = f"{len(system.node_ids)} nodes, {system_params:,} trainable parameters"
     task = build_task(cfg.task)
     questions = task.test if request.split == "test" else task.validation
     questions = questions[:request.num_questions] if request.num_questions else questions
     if not questions:
         raise NeuromasError(f"--split {request.split}: the task has no such split (see task.test_path)")
-    engine = RolloutEngine(cfg.rollout, agents, topology, PromptBuilder(cfg.prompts, task.answer_format))
+    engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format))
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
-              "widths": topology.widths, "split": request.split, "num_questions": len(questions), "note": note,
-              "question_ids": [q.id for q in questions]}
-    metrics = {"greedy_accuracy": _greedy(engine, task, questions)}
+              "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
+              "note": note, "question_ids": [q.id for q in questions]}
+    metrics = {"greedy_accuracy": _greedy(engine, system, task, questions)}
     if request.samples > 1:
-        metrics[f"pass@{request.samples}"] = _pass_at_k(engine, task, questions, request.samples, cfg.train.seed)
+        metrics[f"pass@{request.samples}"] = _pass_at_k(engine, system, task, questions, request.samples,
+                                                        cfg.train.seed)
     for name, accuracy in metrics.items():  # the mean, its standard error, and every question's result
         result.update({name: accuracy.mean, f"{name}_se": accuracy.se,
                        f"{name}_correct": list(map(int, accuracy.correct))})
@@ -91,7 +82,7 @@ def compare(a: dict, b: dict) -> dict[str, PairedDifference]:
             for name in names}
 
 
-def _single_agent(agents: Agents, cfg: Config, system_params: int):
+def _single_agent(agents: Agents, cfg: Config, system_params: int) -> tuple[System, str]:
     """One node, untrained, with the rank that matches the system's budget."""
     lora = cfg.agents.lora
     scale = lora.alpha / lora.rank  # kept: the single agent's updates have the same scale
@@ -104,32 +95,33 @@ def _single_agent(agents: Agents, cfg: Config, system_params: int):
     topology = Topology.from_config(TopologyConfig(widths=[1]))
     note = (f"one node, rank {rank}: {num_lora_params(single):,} trainable parameters vs the system's "
             f"{system_params:,}; untrained (train it with topology.widths=[1] agents.lora.rank={rank})")
-    return single, topology, note
+    return System(single, topology), note
 
 
 @torch.no_grad()
-def correct_answers(engine: RolloutEngine, task, questions, k: int = 1, greedy: bool = True) -> torch.Tensor:
+def correct_answers(engine: RolloutEngine, system: System, task, questions, k: int = 1,
+                    greedy: bool = True) -> torch.Tensor:
     """[Q, k] bool: which of k rollouts per question were correct (a reward of at least 1).
     The one definition of "correct" for the trainer's evaluations and `neuromas eval`."""
-    episodes = engine.run(questions, samples_per_question=k, greedy=greedy)
+    episodes = engine.run(system, questions, samples_per_question=k, greedy=greedy)
     return (task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k)
 
 
-def _correct(engine: RolloutEngine, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
+def _correct(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
     """`correct_answers` in chunks of the rollout micro-batch, with a progress bar."""
     chunk = max(1, engine.cfg.micro_batch_size // k)
-    out = [correct_answers(engine, task, questions[start:start + chunk], k, greedy)
+    out = [correct_answers(engine, system, task, questions[start:start + chunk], k, greedy)
            for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True)]
     return torch.cat(out)
 
 
-def _greedy(engine: RolloutEngine, task, questions) -> Accuracy:
-    return Accuracy.of(_correct(engine, task, questions, 1, True, "eval greedy")[:, 0].tolist())
+def _greedy(engine: RolloutEngine, system: System, task, questions) -> Accuracy:
+    return Accuracy.of(_correct(engine, system, task, questions, 1, True, "eval greedy")[:, 0].tolist())
 
 
-def _pass_at_k(engine: RolloutEngine, task, questions, k: int, seed: int) -> Accuracy:
+def _pass_at_k(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:
     torch.manual_seed(seed)
-    return Accuracy.of(_correct(engine, task, questions, k, False, f"eval pass@{k}").any(dim=1).tolist())
+    return Accuracy.of(_correct(engine, system, task, questions, k, False, f"eval pass@{k}").any(dim=1).tolist())
 
 
 def format_table(result: dict) -> str:

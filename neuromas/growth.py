@@ -9,18 +9,13 @@ grown system prompts and answers exactly like its parent.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from neuromas.agents import Agents
+from neuromas.agents import Agents, adapter_states, load_adapter_states
 from neuromas.errors import ConfigError
 from neuromas.topology import Node, Topology, parse_node_id
-
-_ADAPTER_IN_NAME = re.compile(r"\.(lora_[AB])\.(L\d+N\d+)\.")
-
 
 @dataclass
 class GrowthPlan:
@@ -61,22 +56,6 @@ def plan_growth(old: Topology, new: Topology, copy_from: dict[str, str] | None =
     return GrowthPlan(old_to_new, new_nodes, parents)
 
 
-def adapter_states(agents: Agents) -> dict[str, dict[str, torch.Tensor]]:
-    """Each node's LoRA weights (peft state-dict keys, adapter name stripped), copied to CPU."""
-    return {node_id: {k: v.detach().cpu().clone()
-                      for k, v in get_peft_model_state_dict(agents.model, adapter_name=node_id).items()}
-            for node_id in agents.node_ids}
-
-
-def load_adapter_states(agents: Agents, states: dict[str, dict[str, torch.Tensor]]) -> None:
-    for node_id, state in states.items():
-        try:
-            set_peft_model_state_dict(agents.model, state, adapter_name=node_id)
-        except RuntimeError as e:
-            raise ConfigError(f"growth: cannot load weights into {node_id}: LoRA shapes differ "
-                              f"({str(e).splitlines()[-1].strip()})") from None
-
-
 def grow_agents(agents: Agents, plan: GrowthPlan, new_ids: list[str], init: str, noise: float = 0.0) -> Agents:
     """A new `Agents` on the same frozen base with adapters `new_ids`: survivors keep their
     weights under their new ids, new nodes start by `init`."""
@@ -91,16 +70,3 @@ def grow_agents(agents: Agents, plan: GrowthPlan, new_ids: list[str], init: str,
     grown = Agents(base, agents.tokenizer, agents.cfg, new_ids, agents.all_node_ids, fresh_nodes=fresh)
     load_adapter_states(grown, states)
     return grown
-
-
-def rename_adapter(param_name: str, rename: dict[str, str]) -> str | None:
-    """The parameter's name after growth, or None if its node did not survive."""
-    match = _ADAPTER_IN_NAME.search(param_name)
-    if not match or match[2] not in rename:
-        return None
-    return param_name[:match.start()] + f".{match[1]}.{rename[match[2]]}." + param_name[match.end():]
-
-
-def gate_value(stage_step: int, gate_steps: int) -> float:
-    """The new nodes' gate after `stage_step` steps of their stage: a linear ramp 0 -> 1."""
-    return 1.0 if gate_steps == 0 else min(1.0, stage_step / gate_steps)

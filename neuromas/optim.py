@@ -21,11 +21,10 @@ from pathlib import Path
 
 import torch
 
-from neuromas.agents import Agents
+from neuromas.agents import Agents, rename_adapter
 from neuromas.config import TrainConfig
 from neuromas.distributed import World
 from neuromas.errors import ConfigError
-from neuromas.growth import rename_adapter
 
 CONFIG_DIRS = (Path("configs") / "deepspeed", Path(__file__).resolve().parents[1] / "configs" / "deepspeed")
 

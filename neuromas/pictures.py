@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # not pyplot: drawing to files needs no backend switch
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from neuromas.errors import NeuromasError  # noqa: E402
-from neuromas.topology import Topology  # noqa: E402
+from neuromas.errors import NeuromasError
+from neuromas.topology import Topology
 
 
 def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
@@ -21,14 +19,15 @@ def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
         for node in layer:
             positions[node.id] = (node.layer, (len(layer) - 1) / 2 - node.index)
     height = max(topology.widths)
-    fig, ax = plt.subplots(figsize=(2.2 * topology.depth + 1, 1.1 * height + 1.2))
+    fig = Figure(figsize=(2.2 * topology.depth + 1, 1.1 * height + 1.2))
+    ax = fig.subplots()
     for src, dst in topology.edges:
         (x0, y0), (x1, y1) = positions[src], positions[dst]
         ax.annotate("", xy=(x1 - 0.17, y1), xytext=(x0 + 0.17, y0),
                     arrowprops=dict(arrowstyle="->", color="0.55", lw=1.0, shrinkA=0, shrinkB=0))
     for node_id, (x, y) in positions.items():
         sink = node_id == topology.sink.id
-        ax.add_patch(plt.Circle((x, y), 0.17, color="#d95f02" if sink else "#1b9e77", zorder=3))
+        ax.add_patch(Circle((x, y), 0.17, color="#d95f02" if sink else "#1b9e77", zorder=3))
         ax.text(x, y, node_id, ha="center", va="center", color="white", fontsize=8, zorder=4, weight="bold")
     for l, width in enumerate(topology.widths):
         ax.text(l, -(height - 1) / 2 - 0.6, f"layer {l}\n{width} node{'s' * (width > 1)}", ha="center",
@@ -40,7 +39,6 @@ def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
     ax.set_title(title or f"widths {topology.widths}, {len(topology.edges)} edges (sink in orange)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return path
 
 
@@ -63,7 +61,8 @@ def _series(lines: list[dict], key: str) -> tuple[list[int], list[float]]:
 def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
     """Reward and accuracy (raw and moving average) and greedy eval accuracy per run;
     per-node message length and reward; growth events as dashed lines."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    fig = Figure(figsize=(12, 7))
+    axes = fig.subplots(2, 2)
     for i, run_dir in enumerate(run_dirs):
         lines, grew = read_run(run_dir)
         color = f"C{i}"
@@ -95,7 +94,6 @@ def plot_runs(run_dirs: list[Path], path: Path, smooth: int = 3) -> Path:
     fig.suptitle("dotted lines: growth events", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -119,11 +117,10 @@ def topology_of(source: Path) -> Topology:
     """The topology of a recipe (its first stage), a run directory or a checkpoint."""
     from neuromas import checkpoint as ckpt
     from neuromas.config import load_config
-    from neuromas.surgery import find_system
 
     if source.is_file():
         return Topology.from_config(load_config(source).topology)
-    system, _ = find_system(source)
+    system, _ = ckpt.find_system(source)
     state = ckpt.read_state(system)
     return Topology.from_dict(state["topology"])
 

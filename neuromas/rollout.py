@@ -16,6 +16,7 @@ import torch
 from neuromas.agents import Agents
 from neuromas.config import RolloutConfig
 from neuromas.prompts import PromptBuilder
+from neuromas.system import System
 from neuromas.tasks import Sample
 from neuromas.topology import Topology, parse_node_id
 
@@ -78,39 +79,31 @@ class Episodes:
 
 
 class RolloutEngine:
-    def __init__(self, cfg: RolloutConfig, agents: Agents, topology: Topology, prompts: PromptBuilder):
+    """Runs a `System` layer by layer; holds only the rollout settings and the prompt builder."""
+
+    def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder):
         self.cfg = cfg
-        self.agents = agents
         self.prompts = prompts
-        self.set_topology(topology)
 
-    def set_topology(self, topology: Topology, new_nodes: frozenset[str] = frozenset()) -> None:
-        """Run `topology`; `new_nodes` are the ones behind a growth gate."""
-        self.topology = topology
-        self.new_nodes = new_nodes
-        # (view, own id -> view id, view id -> own id) for episodes with and without the new nodes
-        self._views = {}
-        for full, active in ((True, set(topology.node_ids)), (False, set(topology.node_ids) - new_nodes)):
-            view, id_map = topology.view(active)
-            self._views[full] = (view, id_map, {v: k for k, v in id_map.items()})
-
-    def run(self, questions: list[Sample], samples_per_question: int, greedy: bool = False,
+    def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
         """Roll out `samples_per_question` episodes of the whole system for each question.
 
-        Each episode includes the gated new nodes with probability `gate` (all of them or none);
-        an episode without them runs exactly the parent system. `branches` add copy episodes
-        whose rows join the same per-layer generate calls.
+        Each episode includes the system's gated new nodes with probability `gate` (all of them or
+        none); an episode without them runs exactly the parent system. `branches` add copy
+        episodes whose rows join the same per-layer generate calls.
         """
+        topology, agents = system.topology, system.agents
+        views = _views(topology, system.new_nodes)
         samples = [q for q in questions for _ in range(samples_per_question)]
         num_regular = len(samples)
-        full = [not self.new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
+        full = [not system.new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
         source, regen, groups = list(range(num_regular)), [None] * num_regular, []
         for b in branches:
-            if b.node_id not in self._views[full[b.episode]][1]:
+            if b.node_id not in views[full[b.episode]][1]:
                 continue  # gated out of its source episode: nothing to resample
             first = len(samples)
-            redo = {b.node_id} | self.topology.descendants(b.node_id)
+            redo = {b.node_id} | topology.descendants(b.node_id)
             for _ in range(b.copies):
                 samples.append(samples[b.episode])
                 full.append(full[b.episode])
@@ -121,39 +114,50 @@ class RolloutEngine:
         group_ids = torch.cat([group_ids, group_ids[source[num_regular:]]]).long()
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
-        for layer in self.topology.layers:
+        for layer in topology.layers:
             rows = [(e, node) for node in layer for e in range(len(samples))
-                    if node.id in self._views[full[e]][1] and (regen[e] is None or node.id in regen[e])]
+                    if node.id in views[full[e]][1] and (regen[e] is None or node.id in regen[e])]
             if not rows:
                 continue  # a new layer gated out of every episode
             lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
-            encoded = [self._prompt(node.id, samples[e].question, lookup, e, full[e]) for e, node in rows]
-            limit = self.cfg.answer_max_new_tokens if layer[0].id == self.topology.sink.id else None
-            generations = self._generate([p for p, _ in encoded], [node.id for _, node in rows], greedy,
+            encoded = [self._prompt(agents, views[full[e]], node.id, samples[e].question, lookup, e) for e, node in rows]
+            limit = self.cfg.answer_max_new_tokens if layer[0].id == topology.sink.id else None
+            generations = self._generate(agents, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
                                          limit or self.cfg.max_new_tokens)
             for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
-                text = self.agents.decode(gen.completion_ids)
+                text = agents.decode(gen.completion_ids)
                 texts[e, node.id] = text
                 messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated,
                                         spans))
-        return Episodes(samples, group_ids, messages, self.topology.sink.id, full, num_regular, groups)
+        return Episodes(samples, group_ids, messages, topology.sink.id, full, num_regular, groups)
 
-    def _prompt(self, node_id: str, question: str, text_of, episode: int, full: bool):
+    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, episode: int):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
         view), and the token span of each upstream message in it."""
-        view, id_map, to_own = self._views[full]
+        view, id_map, to_own = view
         node = parse_node_id(id_map[node_id])
         sources = view.predecessors(node.id)  # rendered in this order
         inputs = {src: text_of(episode, to_own[src]) for src in sources}
         find = [(self.prompts.input_block(src, inputs[src]), self.prompts.rendered_input(inputs[src]))
                 for src in sources]
-        ids, spans = self.agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
+        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
         return ids, {to_own[src]: span for src, span in zip(sources, spans)}
 
-    def _generate(self, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool, max_new_tokens: int):
+    def _generate(self, agents: Agents, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool,
+                  max_new_tokens: int):
         out = []
         size = self.cfg.micro_batch_size
         for start in range(0, len(prompts), size):
-            out += self.agents.generate(prompts[start:start + size], node_ids[start:start + size],
-                                        max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
+            out += agents.generate(prompts[start:start + size], node_ids[start:start + size],
+                                   max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
         return out
+
+
+def _views(topology: Topology, new_nodes: frozenset[str]) -> dict[bool, tuple]:
+    """(view, own id -> view id, view id -> own id) for episodes with (True) and without (False)
+    the gated new nodes: an episode without them runs, and is prompted as, the parent system."""
+    views = {}
+    for full, active in ((True, set(topology.node_ids)), (False, set(topology.node_ids) - new_nodes)):
+        view, id_map = topology.view(active)
+        views[full] = (view, id_map, {v: k for k, v in id_map.items()})
+    return views

@@ -82,8 +82,7 @@ class PolicyUpdate:
             loss = policy_gradient_loss(logprobs, old, adv, weights)
         per_token = {"entropy": entropy.detach(), "ratio": torch.exp(logprobs.detach() - old)}
         if cfg.kl_coef > 0 and cfg.kl_in == "loss":
-            with torch.no_grad():
-                ref, _ = agents.completion_logprobs(prompts, completions, None, self.temperature)
+            ref = agents.base_logprobs(prompts, completions, self.temperature)
             kl = KL_ESTIMATORS[cfg.kl_estimator](logprobs, ref)
             loss = loss + cfg.kl_coef * (kl * weights).sum()
             per_token["kl"] = kl.detach()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from neuromas.agents import adapter_states
 from neuromas.config import load_config
-from neuromas.growth import adapter_states
+from neuromas.optim import build_optimizer
 from neuromas.rollout import Episodes
 from neuromas.trainer import Trainer
 
@@ -46,11 +47,11 @@ def update(out: Path, overrides: list[str]) -> None:
     torch.manual_seed(0)
     for param in trainer.agents.parameters():  # non-zero B: every LoRA weight gets a gradient
         param.data.normal_(0, 0.1)
-    trainer.optimizer = trainer._new_optimizer()  # DeepSpeed keeps its own master copy of the weights
+    trainer.optimizer = build_optimizer(trainer.agents, cfg.train, trainer.world, trainer.deepspeed)  # DeepSpeed keeps its own master copy of the weights
     torch.manual_seed(1234)
     questions = trainer.task.train_batch(0, cfg.train.questions_per_step)
-    episodes = trainer.engine.run(questions, cfg.rollout.samples_per_question)
-    advantages = torch.linspace(-1, 1, episodes.num_episodes)
+    episodes = trainer.engine.run(trainer.system, questions, cfg.rollout.samples_per_question)
+    advantages = torch.linspace(-1, 1, episodes.num_episodes).unsqueeze(1).expand(-1, len(trainer.topology.node_ids))
     per_rank = len(questions) // trainer.world.size
     mine = range(trainer.world.rank * per_rank, (trainer.world.rank + 1) * per_rank)
     metrics = trainer.update(*select_questions(episodes, advantages, mine))

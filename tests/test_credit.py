@@ -32,7 +32,7 @@ def test_plan_branches_takes_nodes_in_turn():
 def test_shared_credit_gives_every_node_the_episode_advantage():
     episodes = fake_episodes({n: [0, 1, 2, 3] for n in NODES}, 4)
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    adv = credit.advantages(AlgorithmConfig(), episodes, rewards, NODES, 4, credit.CreditState())
+    adv = credit.advantages(AlgorithmConfig(), episodes, rewards, NODES, 4)
     expected = torch.tensor([1 / 3, -1.0, 1 / 3, 1 / 3])  # RLOO by hand
     assert torch.allclose(adv, expected.unsqueeze(1).expand(4, 3))
 
@@ -41,8 +41,7 @@ def test_per_node_credit_uses_only_the_episodes_a_node_took_part_in():
     # L0N1 is a gated new node that took part in episodes 0 and 1 only.
     episodes = fake_episodes({"L0N0": [0, 1, 2, 3], "L0N1": [0, 1], "L1N0": [0, 1, 2, 3]}, 4)
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    adv = credit.advantages(AlgorithmConfig(credit="per_node", advantage="dr_grpo"), episodes, rewards, NODES, 4,
-                            credit.CreditState())
+    adv = credit.advantages(AlgorithmConfig(credit="per_node", advantage="dr_grpo"), episodes, rewards, NODES, 4)
     assert torch.allclose(adv[:, 0], torch.tensor([0.25, -0.75, 0.25, 0.25]))
     assert torch.allclose(adv[:, 1], torch.tensor([0.5, -0.5, 0.0, 0.0]))  # its own mean over episodes 0-1
 
@@ -53,13 +52,12 @@ def test_branch_credit_is_leave_one_out_among_siblings():
     episodes = fake_episodes({"L0N0": [0, 1, 2, 3], "L0N1": [0, 1, 2, 3, 4, 5], "L1N0": [0, 1, 2, 3, 4, 5]}, 6,
                              branches)
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
-    adv = credit.advantages(AlgorithmConfig(credit="branch"), episodes, rewards, NODES, 4, credit.CreditState())
+    adv = credit.advantages(AlgorithmConfig(credit="branch"), episodes, rewards, NODES, 4)
     column = torch.zeros(6)
     column[[0, 4, 5]] = torch.tensor([1 - 0.5, 0 - 1.0, 1 - 0.5])  # r - mean(other siblings)
     assert torch.allclose(adv[:, 1], column)
     assert not adv[:, [0, 2]].any()  # pure counterfactual: nothing else is trained
-    mixed = credit.advantages(AlgorithmConfig(credit="branch", branch_shared=True), episodes, rewards, NODES, 4,
-                              credit.CreditState())
+    mixed = credit.advantages(AlgorithmConfig(credit="branch", branch_shared=True), episodes, rewards, NODES, 4)
     assert torch.allclose(mixed[:4, 0], torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3]))
 
 
@@ -90,7 +88,7 @@ def test_branch_credit_finds_the_only_node_that_matters(tiny_model_dir):
     episodes = engine.run(questions, k, branches=branches)
     assert episodes.num_episodes == 6 + 3 * 3 * 6
     rewards = task.score(episodes.answers(), episodes.samples)
-    adv = credit.advantages(AlgorithmConfig(credit="branch"), episodes, rewards, NODES, k, credit.CreditState())
+    adv = credit.advantages(AlgorithmConfig(credit="branch"), episodes, rewards, NODES, k)
     branched = {node: adv[[e for s, n, c in episodes.branches if n == node for e in [s, *c]], NODES.index(node)]
                 for node in NODES}
     assert branched["L0N1"].std() > 0.1
@@ -149,15 +147,16 @@ def test_attribution_on_a_tiny_model(tiny_model_dir):
     from neuromas.config import PromptsConfig, RolloutConfig
     from neuromas.prompts import PromptBuilder
     from neuromas.rollout import RolloutEngine
+    from neuromas.system import System
     from test_agents import make_agents
 
     edges = [["L0N0", "L1N0"], ["L0N1", "L1N0"], ["L0N1", "L2N0"], ["L1N0", "L2N0"]]
     topology = Topology.from_config(TopologyConfig(widths=[2, 1, 1], connectivity="edges", edges=edges))
     agents = make_agents(tiny_model_dir, nodes=topology.node_ids)
-    engine = RolloutEngine(RolloutConfig(max_new_tokens=4), agents, topology,
-                           PromptBuilder(PromptsConfig(), "Put the final answer in \\boxed{}."))
+    engine = RolloutEngine(RolloutConfig(max_new_tokens=4), PromptBuilder(PromptsConfig(),
+                                                                          "Put the final answer in \\boxed{}."))
     torch.manual_seed(0)
-    episodes = engine.run(build_task(TaskConfig()).train_batch(0, 2), 2)
+    episodes = engine.run(System(agents, topology), build_task(TaskConfig()).train_batch(0, 2), 2)
     for m in episodes.messages:  # each span decodes to the upstream message as rendered
         for src, (start, end) in m.input_spans.items():
             upstream = next(u for u in episodes.messages if u.episode == m.episode and u.node_id == src)

@@ -7,8 +7,10 @@ from conftest import tiny_overrides
 from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, TrainConfig, load_config
 from neuromas.errors import ConfigError, NeuromasError
 from neuromas.optim import TorchOptimizer
-from neuromas.growth import (adapter_states, gate_value, grow_agents,
-                             plan_growth, rename_adapter)
+from neuromas.agents import adapter_states, rename_adapter
+from neuromas.growth import grow_agents, plan_growth
+from neuromas.schedule import gate_value
+from neuromas.system import System
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
 from neuromas.tasks import build_task
@@ -53,33 +55,27 @@ def test_rename_adapter_in_parameter_names():
     assert rename_adapter(name, {"L0N0": "L1N0"}) is None
 
 
-def engine_for(agents, topology: Topology, new_nodes=frozenset()) -> RolloutEngine:
-    engine = RolloutEngine(RolloutConfig(max_new_tokens=5), agents, topology,
+def sampled_run(system: System, gate: float = 0.0, seed: int = 0):
+    engine = RolloutEngine(RolloutConfig(max_new_tokens=5),
                            PromptBuilder(PromptsConfig(), "Put the final answer in \\boxed{}."))
-    engine.set_topology(topology, frozenset(new_nodes))
-    return engine
-
-
-def sampled_run(engine, seed=0):
     torch.manual_seed(seed)
-    return engine.run(build_task(TaskConfig()).train_batch(0, 2), samples_per_question=2, gate=0.0)
+    return engine.run(system, build_task(TaskConfig()).train_batch(0, 2), samples_per_question=2, gate=gate)
 
 
 @pytest.mark.parametrize("old, new", [((2, 1), (3, 1)), ((2, 1), (2, 2, 1)), ((1,), (2, 1)), ((2, 1), (3, 2, 1))])
 @pytest.mark.parametrize("init", ["copy", "fresh"])
 def test_closed_gates_reproduce_the_parent(tiny_model_dir, old, new, init):
     parent_topology, grown_topology = topo(*old), topo(*new)
-    agents = make_agents(tiny_model_dir, nodes=parent_topology.node_ids)
-    parent = sampled_run(engine_for(agents, parent_topology))
-    plan = plan_growth(parent_topology, grown_topology)
-    grown_agents = grow_agents(agents, plan, grown_topology.node_ids, init, noise=0.1)
-    grown = sampled_run(engine_for(grown_agents, grown_topology, plan.new_nodes))
+    parent_system = System(make_agents(tiny_model_dir, nodes=parent_topology.node_ids), parent_topology)
+    parent = sampled_run(parent_system)
+    grown_system, plan = parent_system.grow(grown_topology, init, noise=0.1)
+    assert grown_system.new_nodes == set(plan.new_nodes)
+    grown = sampled_run(grown_system)
     assert grown.answers() == parent.answers()
     for p, g in zip(parent.messages, grown.messages, strict=True):  # same rows, same prompts, same tokens
         assert plan.old_to_new[p.node_id] == g.node_id
         assert torch.equal(p.prompt_ids, g.prompt_ids) and torch.equal(p.completion_ids, g.completion_ids)
-    opened = engine_for(grown_agents, grown_topology, plan.new_nodes).run(
-        build_task(TaskConfig()).train_batch(0, 2), samples_per_question=2, gate=1.0)
+    opened = sampled_run(grown_system, gate=1.0)
     assert {m.node_id for m in opened.messages} == set(grown_topology.node_ids)
 
 
@@ -159,10 +155,10 @@ def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path,
     cut = Trainer(cfg, tmp_path / "cut")
     real_step = Trainer._one_step
 
-    def crash_after_step_4(self, stage):
+    def crash_after_step_4(self):
         if self.step == 4:
             raise KeyboardInterrupt  # killed mid-stage 1, after step 4's checkpoint
-        return real_step(self, stage)
+        return real_step(self)
     monkeypatch.setattr(Trainer, "_one_step", crash_after_step_4)
     with pytest.raises(KeyboardInterrupt):
         cut.fit()
@@ -170,8 +166,8 @@ def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path,
 
     resumed = Trainer(cfg, tmp_path / "cut")
     resumed.resume()
-    assert (resumed.step, resumed.stage_index, resumed.stage_step) == (4, 1, 2)
-    assert resumed.new_nodes == {"L0N0", "L0N1"} and resumed.topology.widths == [2, 1]
+    assert (resumed.step, resumed.state.stage_index, resumed.state.stage_step) == (4, 1, 2)
+    assert resumed.system.new_nodes == {"L0N0", "L0N1"} and resumed.topology.widths == [2, 1]
     assert json.loads((tmp_path / "cut" / "checkpoints" / "step_4" / "trainer_state.json").read_text())["gate"] == 1.0
     assert json.loads((tmp_path / "cut" / "checkpoints" / "step_3" / "trainer_state.json").read_text())["gate"] == 0.5
     resumed.fit()

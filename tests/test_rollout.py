@@ -3,9 +3,21 @@ import torch
 from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
+from neuromas.system import System
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 from test_agents import make_agents
+
+
+class Bound:
+    """An engine bound to one system, as the tests run it: ``bound.run(questions, k)``."""
+
+    def __init__(self, engine: RolloutEngine, system: System):
+        self.engine, self.system, self.agents, self.topology = engine, system, system.agents, system.topology
+        self.cfg = engine.cfg
+
+    def run(self, *args, **kwargs):
+        return self.engine.run(self.system, *args, **kwargs)
 
 
 def make_engine(model_dir, widths=(2, 2, 1), micro_batch_size=64):
@@ -13,7 +25,7 @@ def make_engine(model_dir, widths=(2, 2, 1), micro_batch_size=64):
     agents = make_agents(model_dir, nodes=topology.node_ids)
     prompts = PromptBuilder(PromptsConfig(), "Put the final answer in \\boxed{}.")
     cfg = RolloutConfig(max_new_tokens=5, micro_batch_size=micro_batch_size)
-    return RolloutEngine(cfg, agents, topology, prompts), build_task(TaskConfig())
+    return Bound(RolloutEngine(cfg, prompts), System(agents, topology)), build_task(TaskConfig())
 
 
 def spy_generate(agents):

@@ -42,8 +42,9 @@ def test_one_step_trains_every_node_and_leaves_the_base_untouched(tiny_model_dir
 
 
 def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
+    """The gradient of one update with `advantages` [E] shared by every node of an episode."""
     trainer.optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only
-    trainer.update(episodes, advantages)
+    trainer.update(episodes, advantages.unsqueeze(1).expand(-1, len(trainer.topology.node_ids)))
     return {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
 
 
@@ -51,7 +52,7 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
     for param in trainer.agents.parameters():  # non-zero B so every LoRA weight gets a gradient
         param.data.normal_(0, 0.1)
-    episodes = trainer.engine.run(trainer.task.train_batch(0, 2), 3)
+    episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
     trainer.cfg.train.micro_batch_size = 1
     one_by_one = capture_update_grads(trainer, episodes, advantages)
@@ -133,7 +134,7 @@ def test_skipping_zero_advantage_rows_does_not_change_the_gradient(tiny_model_di
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
     for param in trainer.agents.parameters():
         param.data.normal_(0, 0.1)
-    episodes = trainer.engine.run(trainer.task.train_batch(0, 2), 3)
+    episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.0, 0.0, 0.0])  # the second question's group is all zero
     skipped = capture_update_grads(trainer, episodes, advantages)
     monkeypatch.setattr(PolicyUpdate, "needs_all_rows", lambda self: True)  # run every row, zeros included
