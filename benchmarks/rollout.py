@@ -81,7 +81,8 @@ def generate(agents: Agents, rows: list[torch.Tensor], nodes: list[str], tokens:
     return sum(len(g.completion_ids) for g in out)
 
 
-def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, float]:
+def shared_base_times(model: str, width: int, episodes: int, tokens: int) -> tuple[dict, list[torch.Tensor]]:
+    """(seconds, tokens) of each way to run `width` adapters on one shared base, and the prompts."""
     (agents,) = build(model, width, copies=False)
     nodes = [n for n in agents.node_ids for _ in range(episodes)]
     rows = prompts(agents, len(nodes))
@@ -89,14 +90,17 @@ def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, 
     use_grouped_forward(agents.model, enabled=False)
     peft_loop = timed(lambda: generate(agents, rows, nodes, tokens))
     use_grouped_forward(agents.model)
-    results = {
+    return {
         "mixed": timed(lambda: generate(agents, rows, nodes, tokens)),
         "peft loop": peft_loop,
         "single": timed(lambda: generate(agents, rows, [agents.node_ids[0]] * len(rows), tokens)),
         "per node": timed(lambda: sum(generate(agents, rows[i * episodes:(i + 1) * episodes], [n] * episodes, tokens)
                                       for i, n in enumerate(agents.node_ids))),
-    }
-    del agents
+    }, rows
+
+
+def throughput(model: str, width: int, episodes: int, tokens: int) -> dict[str, float]:
+    results, rows = shared_base_times(model, width, episodes, tokens)  # its model is freed on return
     systems = build(model, width, copies=True)
     generate(systems[0], rows[:episodes], systems[0].node_ids * episodes, tokens)  # warm-up
     results["copies"] = timed(lambda: sum(generate(s, rows[i * episodes:(i + 1) * episodes], s.node_ids * episodes,

@@ -35,9 +35,11 @@ def main() -> None:
     import torch
 
     base = results[0][2]["time/step"]
-    print(f"\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; recipe "
+    print(f"\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}; recipe "
           f"{args.recipe} {' '.join(args.overrides)}; {args.steps} steps per system (median after the first).\n")
-    print("| widths | nodes | s/step | rollout s | update s | generated tokens/step | s/step vs [1] | s/step per node |")
+    print("| widths | nodes | s/step | rollout s | update s | generated tokens/step | s/step vs [1] "
+          "| s/step per node |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for widths, nodes, r in results:
         print(f"| {widths} | {nodes} | {r['time/step']:.1f} | {r['time/rollout']:.1f} | {r['time/update']:.1f} | "

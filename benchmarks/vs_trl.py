@@ -34,11 +34,13 @@ def run_neuromas(model: str, steps: int, s: dict, out: Path) -> list[dict]:
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "recipes" / "quickstart.yaml", [
-        f"model.name={model}", "topology.widths=[1]", f"train.steps={steps}", f"train.questions_per_step={s['questions']}",
+        f"model.name={model}", "topology.widths=[1]", f"train.steps={steps}",
+        f"train.questions_per_step={s['questions']}",
         f"rollout.samples_per_question={s['samples']}", f"rollout.max_new_tokens={s['max_new_tokens']}",
         f"rollout.temperature={s['temperature']}", f"train.lr={s['lr']}", f"agents.lora.rank={s['rank']}",
         f"agents.lora.alpha={s['alpha']}", f"agents.lora.top_layers={s['top_layers']}", "eval.num_questions=0",
-        "tracking.transcripts_every=0", f"tracking.run_dir={out}", f"train.micro_batch_size={s['questions'] * s['samples']}"])
+        "tracking.transcripts_every=0", f"tracking.run_dir={out}",
+        f"train.micro_batch_size={s['questions'] * s['samples']}"])
     return [{k: m[k] for k in ("time/step", "rollout/tokens")} for m in Trainer(cfg, out).fit()]
 
 
@@ -68,8 +70,9 @@ def run_trl(model: str, steps: int, s: dict, out: Path) -> list[dict]:
                       layers_to_transform=list(range(layers - s["top_layers"], layers)), task_type="CAUSAL_LM")
     batch = s["questions"] * s["samples"]
     args = GRPOConfig(output_dir=str(out), use_cpu=True, bf16=False, max_steps=steps, per_device_train_batch_size=batch,
-                      num_generations=s["samples"], generation_batch_size=batch, max_completion_length=s["max_new_tokens"],
-                      temperature=s["temperature"], top_k=0, learning_rate=s["lr"], beta=0.0, lr_scheduler_type="constant",
+                      num_generations=s["samples"], generation_batch_size=batch,
+                      max_completion_length=s["max_new_tokens"], temperature=s["temperature"], top_k=0,
+                      learning_rate=s["lr"], beta=0.0, lr_scheduler_type="constant",
                       warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", shuffle_dataset=False,
                       disable_dropout=True, seed=0)
     times: list[float] = []

@@ -54,7 +54,8 @@ def shape_rewards(rewards: torch.Tensor, scale: float = 1.0, clip: float | None 
     return rewards.clamp(-clip, clip) if clip is not None else rewards
 
 
-def loss_weights(mode: str, node_index: torch.Tensor, mask: torch.Tensor, totals: dict[str, torch.Tensor]) -> torch.Tensor:
+def loss_weights(mode: str, node_index: torch.Tensor, mask: torch.Tensor,
+                 totals: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-token weights [B, T] of the loss sum, for one micro-batch of a larger batch.
 
     node_index: [B] the node of each row; mask: [B, T]. `totals` are whole-batch counts (so

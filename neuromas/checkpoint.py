@@ -84,6 +84,11 @@ def system_dir(source: Path) -> Path:
     return system
 
 
+def stage_dir(run_dir: Path, index: int) -> Path:
+    """Where stage `index` is saved as it closes: the rollback point of the stage after it."""
+    return run_dir / "checkpoints" / f"stage_{index}"
+
+
 def find_system(source: Path) -> tuple[Path, Path]:
     """(directory with trainer_state.json and the adapters, the run's config.yaml) for a run
     directory (its final adapters) or a checkpoint inside one."""
@@ -92,6 +97,16 @@ def find_system(source: Path) -> tuple[Path, Path]:
         if (parent / "config.yaml").is_file():
             return system, parent / "config.yaml"
     raise NeuromasError(f"no config.yaml found above {system}")
+
+
+def check_start(source: Path, topology: dict) -> Path:
+    """The saved system `train.init_from` names, checked against the run's first topology."""
+    path = system_dir(source)
+    saved = read_state(path)["topology"]
+    if saved != topology:
+        raise NeuromasError(f"train.init_from: {source} holds topology {saved['widths']}, "
+                            f"but this run starts with {topology['widths']}")
+    return path
 
 
 def read_state(checkpoint: Path) -> dict:

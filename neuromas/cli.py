@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="check the recipe, its data and the run directory, then exit (the launch/ scripts do "
                             "this before starting N processes)")
     train.add_argument("--deepspeed", metavar="CONFIG",
-                       help="DeepSpeed config: a name in configs/deepspeed/ (zero2, zero2-offload, zero0) or a "
+                       help="DeepSpeed config: a shipped name (zero2, zero2-offload, zero0) or a "
                             "JSON path; same as distributed.deepspeed=CONFIG (default zero2 with N > 1 processes)")
     grow = commands.add_parser("grow", help="grow a saved system into a bigger one",
                                description="Grow a trained system (a run directory or a checkpoint) by hand; "

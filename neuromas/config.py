@@ -124,7 +124,9 @@ class TaskConfig:
     # choice), code (HumanEval / MBPP, run in a sandbox), jsonl (your own {"question", "answer"}
     # rows, scored by task.reward).
     name: str = "arithmetic"
-    reward: str = "auto"  # auto (the kind's own) | exact_match | math_match | choice_match | lookup_match | countdown_match | code_tests | "pkg.module:function"
+    # auto (the kind's own) | exact_match | math_match | choice_match | lookup_match | countdown_match | code_tests
+    # | "pkg.module:function"
+    reward: str = "auto"
     answer_format: str = "auto"  # told to the answering node; auto: the kind's own
     format_weight: float = 0.0  # reward += format_weight when the answer is in the required form
     seed: int = 0  # data seed; the test split uses a seed disjoint from the train stream
@@ -273,7 +275,9 @@ class DistributedConfig:
     shard of every step's questions and DeepSpeed reduces the adapters' gradients.
     """
 
-    deepspeed: Optional[str] = None  # DeepSpeed config: a name in configs/deepspeed/ (zero2, zero2-offload, zero0) or a JSON path; default zero2 when launched with N > 1 processes
+    # DeepSpeed config: a name shipped with neuromas (zero2, zero2-offload, zero0) or a JSON path;
+    # default zero2 when launched with N > 1 processes
+    deepspeed: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.deepspeed is not None and not self.deepspeed.strip():

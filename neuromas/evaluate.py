@@ -107,6 +107,14 @@ def correct_answers(engine: RolloutEngine, system: System, task, questions, k: i
     return (task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k)
 
 
+def accuracy_over_ranks(engine: RolloutEngine, system: System, task, questions, world) -> Accuracy:
+    """Greedy accuracy on `questions`, shared out over the ranks of `world` (every rank gets the result)."""
+    mine = questions[world.rank::world.size]
+    correct = correct_answers(engine, system, task, mine).view(-1).tolist() if mine else []
+    per_rank = world.gather(correct)
+    return Accuracy.of(per_rank[i % world.size][i // world.size] for i in range(len(questions)))
+
+
 def _correct(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
     """`correct_answers` in chunks of the rollout micro-batch, with a progress bar."""
     chunk = max(1, engine.cfg.micro_batch_size // k)

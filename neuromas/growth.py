@@ -49,7 +49,8 @@ def plan_growth(old: Topology, new: Topology, copy_from: dict[str, str] | None =
         parents[node_id] = Node(old_layer, node.index % old.widths[old_layer]).id
     for child, parent in (copy_from or {}).items():
         if child not in new_nodes:
-            raise ConfigError(f"growth.stages[].copy_from: {child} is not a new node ({', '.join(new_nodes) or 'none'})")
+            raise ConfigError(f"growth.stages[].copy_from: {child} is not a new node "
+                              f"({', '.join(new_nodes) or 'none'})")
         if parent not in old_to_new:
             raise ConfigError(f"growth.stages[].copy_from: {parent} is not a node of the previous stage")
         parents[child] = parent

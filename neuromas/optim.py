@@ -26,7 +26,8 @@ from neuromas.config import TrainConfig
 from neuromas.distributed import World
 from neuromas.errors import ConfigError
 
-CONFIG_DIRS = (Path("configs") / "deepspeed", Path(__file__).resolve().parents[1] / "configs" / "deepspeed")
+# Named DeepSpeed configs: a user's own in ./configs/deepspeed/ first, then those shipped in the package.
+CONFIG_DIRS = (Path("configs") / "deepspeed", Path(__file__).resolve().parent / "configs" / "deepspeed")
 
 
 def build_optimizer(agents: Agents, train: TrainConfig, world: World, deepspeed: dict | None):

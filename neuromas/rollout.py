@@ -120,7 +120,8 @@ class RolloutEngine:
             if not rows:
                 continue  # a new layer gated out of every episode
             lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
-            encoded = [self._prompt(agents, views[full[e]], node.id, samples[e].question, lookup, e) for e, node in rows]
+            encoded = [self._prompt(agents, views[full[e]], node.id, samples[e].question, lookup, e)
+                       for e, node in rows]
             limit = self.cfg.answer_max_new_tokens if layer[0].id == topology.sink.id else None
             generations = self._generate(agents, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
                                          limit or self.cfg.max_new_tokens)

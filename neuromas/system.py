@@ -5,7 +5,7 @@ hands it to the rollout engine and the optimizer, which keep no copy of their ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from neuromas import checkpoint as ckpt
@@ -32,6 +32,12 @@ class System:
         plan = plan_growth(self.topology, topology, copy_from)
         agents = grow_agents(self.agents, plan, topology.node_ids, init, noise)
         return System(agents, topology, frozenset(plan.new_nodes)), plan
+
+    def with_weights_from(self, path: Path) -> System:
+        """This system with the adapter weights saved at `path` loaded into it (the same topology),
+        and the saved system's gated nodes (a hand-grown system's new nodes stay gated)."""
+        load_adapter_states(self.agents, ckpt.adapter_states_from(path, self.node_ids))
+        return replace(self, new_nodes=frozenset(ckpt.read_state(path).get("new_nodes", [])))
 
     def with_saved(self, path: Path) -> System:
         """The system saved at `path` (its topology, adapters and gated nodes) on this system's frozen base."""

@@ -138,7 +138,8 @@ class Topology:
         s, d = parse_node_id(src), parse_node_id(dst)
         for node in (s, d):
             if node.id not in self._predecessors:
-                raise ConfigError(f"topology: edge {src} -> {dst} names {node.id}, which is not in widths {self.widths}")
+                raise ConfigError(f"topology: edge {src} -> {dst} names {node.id}, "
+                                  f"which is not in widths {self.widths}")
         if s.layer >= d.layer:
             raise ConfigError(f"topology: edge {src} -> {dst} does not go to a later layer")
 

@@ -86,6 +86,13 @@ def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def record_growth(path: Path, step: int, stage: int, widths: list[int], init: str, plan) -> None:
+    """Append one growth event (a `growth.GrowthPlan` carried out) to growth.jsonl."""
+    with path.open("a") as f:
+        f.write(json.dumps({"step": step, "stage": stage, "widths": widths, "init": init, "old_to_new": plan.old_to_new,
+                            "new_nodes": plan.new_nodes, "parents": plan.parents}) + "\n")
+
+
 def record_eval(path: Path, step: int, question_ids: list[str], accuracy: Accuracy) -> PairedDifference | None:
     """Append one evaluation's per-question results to `path` (step 0 starts the file anew), and
     return its paired change since step 0 when step 0 was evaluated on the same questions."""

@@ -9,7 +9,6 @@ stands (what a checkpoint holds).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +18,11 @@ from tqdm import tqdm
 
 from neuromas import checkpoint as ckpt
 from neuromas import credit
-from neuromas.agents import Agents, load_adapter_states
+from neuromas.agents import Agents
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import init_world
 from neuromas.errors import NeuromasError
-from neuromas.evaluate import correct_answers
+from neuromas.evaluate import accuracy_over_ranks
 from neuromas.metrics import Timer, combine_rank_metrics, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
@@ -35,7 +34,7 @@ from neuromas.stats import Accuracy
 from neuromas.system import System
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
-from neuromas.tracking import NullTracker, Tracker, record_eval, truncate_jsonl
+from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, truncate_jsonl
 from neuromas.update import PolicyUpdate
 
 
@@ -68,16 +67,15 @@ class Trainer:
         self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format))
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
         self.state = RunState()
-        start = self._check_start(Path(cfg.train.init_from)) if cfg.train.init_from else None
+        start = ckpt.check_start(Path(cfg.train.init_from), topology.to_dict()) if cfg.train.init_from else None
         if self.world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
             self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
         else:
             self.tracker = NullTracker()
-        if start is not None:  # another run's adapters (e.g. a hand-grown system); its new nodes stay gated
-            load_adapter_states(self.agents, ckpt.adapter_states_from(start, topology.node_ids))
-            self.system = replace(self.system, new_nodes=frozenset(ckpt.read_state(start).get("new_nodes", [])))
+        if start is not None:  # another run's adapters (e.g. a hand-grown system)
+            self.system = self.system.with_weights_from(start)
         self._record_topology()
         # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
         self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
@@ -179,13 +177,9 @@ class Trainer:
         return self.policy_update.run(self.agents, self.optimizer, episodes, advantages, self.topology.node_ids,
                                       self.world)
 
-    @torch.no_grad()
     def accuracy(self, questions: list) -> Accuracy:
         """Greedy accuracy of the whole system (gates open) on `questions`, shared out over ranks."""
-        mine = questions[self.world.rank::self.world.size]
-        correct = correct_answers(self.engine, self.system, self.task, mine).view(-1).tolist() if mine else []
-        per_rank = self.world.gather(correct)
-        return Accuracy.of(per_rank[i % self.world.size][i // self.world.size] for i in range(len(questions)))
+        return accuracy_over_ranks(self.engine, self.system, self.task, questions, self.world)
 
     def _evaluate(self, step: int) -> None:
         questions = self.task.test[:self.cfg.eval.num_questions]
@@ -213,22 +207,22 @@ class Trainer:
 
     def _end_stage(self) -> None:
         """Validation gate, then the stage checkpoint (the rollback point), then grow."""
-        index = self.state.stage_index
+        index, parent_dir = self.state.stage_index, ckpt.stage_dir(self.run_dir, self.state.stage_index - 1)
         validation = self._validate() if self.schedule.validates_at_stage_end() else None
-        parent = ckpt.read_state(self._stage_dir(index - 1))["validation"] if index and validation is not None else None
+        parent = ckpt.read_state(parent_dir)["validation"] if index and validation is not None else None
         end = self.schedule.end_stage(self.state, validation, parent)
         if end.action != "next":
             self._print(f"growth: stage {index} validation {validation:.3f} < parent {parent:.3f} - margin; "
                         f"rolling back (tried init {end.tried})")
         if end.action == "give_up":
             raise NeuromasError(f"stage {index} ({self.topology.widths}) stayed below its parent on validation with "
-                                f"inits {', '.join(end.inits)}; the parent system is in {self._stage_dir(index - 1)}")
+                                f"inits {', '.join(end.inits)}; the parent system is in {parent_dir}")
         if end.action == "roll_back":
-            self._load(self._stage_dir(index - 1), restore_rng=False)
+            self._load(parent_dir, restore_rng=False)
             self.state = self.state.retried()
             return self._grow(self.schedule.stage(self.state), end.init)
         if self.schedule.has_next(self.state):  # the rollback point of the next stage
-            self.save(self._stage_dir(index), validation=validation)
+            self.save(ckpt.stage_dir(self.run_dir, index), validation=validation)
         self._next_stage()
 
     def _next_stage(self) -> None:
@@ -236,9 +230,6 @@ class Trainer:
         stage = self.schedule.stage(self.state)
         if stage is not None:
             self._grow(stage, stage.init)
-
-    def _stage_dir(self, index: int) -> Path:
-        return self.run_dir / "checkpoints" / f"stage_{index}"
 
     def _grow(self, stage: StageConfig, init: str) -> None:
         old_state = self.optimizer.named_state()
@@ -250,10 +241,7 @@ class Trainer:
         self._print(f"growth: stage {self.state.stage_index} {widths} (init {init}, gate over {stage.gate_steps} "
                     f"steps): {plan.describe()}")
         if self.world.main:
-            with (self.run_dir / "growth.jsonl").open("a") as f:
-                f.write(json.dumps({"step": self.step, "stage": self.state.stage_index, "widths": widths,
-                                    "init": init, "old_to_new": plan.old_to_new, "new_nodes": plan.new_nodes,
-                                    "parents": plan.parents}) + "\n")
+            record_growth(self.run_dir / "growth.jsonl", self.step, self.state.stage_index, widths, init, plan)
 
     def _record_topology(self) -> None:
         if self.world.main:
@@ -290,20 +278,12 @@ class Trainer:
             truncate_jsonl(self.run_dir / "evals.jsonl", self.step)
         self._print(f"resumed from {path} at step {self.step} (stage {self.state.stage_index})")
 
-    def _check_start(self, source: Path) -> Path:
-        """The saved system `train.init_from` names, checked against this run's first topology."""
-        path = ckpt.system_dir(source)
-        saved = ckpt.read_state(path)["topology"]
-        if saved != self.topology.to_dict():
-            raise NeuromasError(f"train.init_from: {source} holds topology {saved['widths']}, "
-                                f"but this run starts with {self.topology.widths}")
-        return path
-
     def _load(self, path: Path, restore_rng: bool) -> dict:
         """Hold the system saved at `path` (topology, adapters, gated nodes) and its optimizer state."""
         self.system = self.system.with_saved(path)
         self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
-        self.optimizer.load_named_state(ckpt.optimizer_state_from(path)["state"], {n: n for n in self.topology.node_ids})
+        same_names = {n: n for n in self.topology.node_ids}
+        self.optimizer.load_named_state(ckpt.optimizer_state_from(path)["state"], same_names)
         self._record_topology()
         if restore_rng:
             ckpt.restore_rng(path, self.world.rank)

@@ -38,7 +38,8 @@ class PolicyUpdate:
         index = {node_id: i for i, node_id in enumerate(node_ids)}
         adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in episodes.messages}
         candidates = trainable(episodes)
-        trained = [m for m in candidates if adv[id(m)] != 0 or (self.needs_all_rows() and m.episode < episodes.num_regular)]
+        all_rows = self.needs_all_rows()
+        trained = [m for m in candidates if adv[id(m)] != 0 or (all_rows and m.episode < episodes.num_regular)]
         # Normalise over every message that could be trained, so skipping the zero-advantage ones
         # (no forward pass needed) leaves the loss and its gradient unchanged.
         stats: dict[str, float] = defaultdict(float)

@@ -47,7 +47,8 @@ def update(out: Path, overrides: list[str]) -> None:
     torch.manual_seed(0)
     for param in trainer.agents.parameters():  # non-zero B: every LoRA weight gets a gradient
         param.data.normal_(0, 0.1)
-    trainer.optimizer = build_optimizer(trainer.agents, cfg.train, trainer.world, trainer.deepspeed)  # DeepSpeed keeps its own master copy of the weights
+    # DeepSpeed keeps its own master copy of the weights: a new optimizer sees the change
+    trainer.optimizer = build_optimizer(trainer.agents, cfg.train, trainer.world, trainer.deepspeed)
     torch.manual_seed(1234)
     questions = trainer.task.train_batch(0, cfg.train.questions_per_step)
     episodes = trainer.engine.run(trainer.system, questions, cfg.rollout.samples_per_question)

@@ -153,6 +153,15 @@ def test_resume_under_two_processes_repeats_the_same_steps(tiny_model_dir, tmp_p
     assert_same_adapters(resumed[0], final, atol=1e-7)  # step 2 needed the restored Adam moments
 
 
+def test_shipped_deepspeed_configs_resolve_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: the configs come with the package
+    assert resolve_deepspeed_config("zero0", World(), TrainConfig())["zero_optimization"]["stage"] == 0
+    own = tmp_path / "configs" / "deepspeed"
+    own.mkdir(parents=True)
+    (own / "zero0.json").write_text('{"zero_optimization": {"stage": 1}}')
+    assert resolve_deepspeed_config("zero0", World(), TrainConfig())["zero_optimization"]["stage"] == 1  # yours first
+
+
 def test_deepspeed_config_names_resolve_and_bad_ones_fail_in_one_line(tmp_path):
     config = resolve_deepspeed_config("zero2", World(0, 2), TrainConfig(micro_batch_size=4, max_grad_norm=0.5))
     assert config["zero_optimization"]["stage"] == 2 and config["train_batch_size"] == 8
@@ -177,7 +186,7 @@ def test_deepspeed_config_names_resolve_and_bad_ones_fail_in_one_line(tmp_path):
 
 
 def test_accelerate_launch_deepspeed_config_is_the_default(monkeypatch):
-    zero0 = TESTS.parent / "configs" / "deepspeed" / "zero0.json"
+    zero0 = TESTS.parent / "neuromas" / "configs" / "deepspeed" / "zero0.json"
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(zero0))
     assert resolve_deepspeed_config(None, World(), TrainConfig())["zero_optimization"]["stage"] == 0
     assert resolve_deepspeed_config("zero2", World(), TrainConfig())["zero_optimization"]["stage"] == 2

@@ -121,7 +121,8 @@ ATTACKS = {
     "list outside": "import os\nos.listdir('/')\ndef add(a, b): return a + b",
     "socket": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\ndef add(a, b): return a + b",
     "fork bomb": "import os\nwhile True:\n    os.fork()",
-    "subprocess": "import subprocess\nsubprocess.run(['touch', '/tmp/neuromas-sandbox-escape'])\ndef add(a, b): return a + b",
+    "subprocess": ("import subprocess\nsubprocess.run(['touch', '/tmp/neuromas-sandbox-escape'])\n"
+                   "def add(a, b): return a + b"),
     "ctypes": "import ctypes\nctypes.CDLL(None).system(b'touch /tmp/neuromas-sandbox-escape')",
     "memory": "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))",
     "loop forever": "while True:\n    pass",

@@ -30,7 +30,8 @@ def main() -> None:
     results = run_all({label: f"{folder}/{recipe}.yaml" for label, recipe in SYSTEMS.items()}, args.seeds,
                       ROOT / args.out)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}equal-budget-curves.png",
-           f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}--seeds {' '.join(map(str, args.seeds))}")
+           f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}"
+           f"--seeds {' '.join(map(str, args.seeds))}")
 
 
 if __name__ == "__main__":
