@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from neuromas.agents import Agents
+from neuromas.agents import Agents, Generation
 from neuromas.config import RolloutConfig
 from neuromas.prompts import PromptBuilder
 from neuromas.system import System
@@ -78,12 +79,74 @@ class Episodes:
         return [(m.node_id, m.text) for m in self.messages if m.episode == episode]
 
 
-class RolloutEngine:
-    """Runs a `System` layer by layer; holds only the rollout settings and the prompt builder."""
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Which episodes a rollout runs, decided before anything is generated (`plan_rollout`).
 
-    def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder):
+    Episodes [0, num_regular) are the K samples per question; the rest are branch copies, which
+    re-run only `regenerate[e]` and read every other message from their `source` episode."""
+
+    samples: list[Sample]  # [E] the task sample of each episode
+    full: list[bool]  # [E] whether the episode includes the growth-gated new nodes
+    source: list[int]  # [E] the episode a copy shares its other messages with (itself when regular)
+    regenerate: list[frozenset[str] | None]  # [E] the nodes a copy re-runs; None: every node
+    active: dict[bool, frozenset[str]]  # full -> the nodes such an episode runs
+    group_ids: torch.Tensor  # [E] int64, question index within the batch (advantage group)
+    branches: list[tuple[int, str, list[int]]]  # (source episode, branched node, its copy episodes)
+    num_regular: int
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.samples)
+
+    def runs(self, episode: int, node_id: str) -> bool:
+        """Whether `node_id` generates a message in `episode`."""
+        redo = self.regenerate[episode]
+        return node_id in self.active[self.full[episode]] and (redo is None or node_id in redo)
+
+
+def plan_rollout(topology: Topology, new_nodes: frozenset[str], questions: list[Sample], samples_per_question: int,
+                 gate: float = 1.0, branches: list[Branch] = ()) -> RolloutPlan:
+    """K episodes per question, each with the gated nodes with probability `gate` (drawn from
+    `random`), then `branches`' copies of their source episodes (a branch on a node its episode
+    gated out is dropped)."""
+    samples = [q for q in questions for _ in range(samples_per_question)]
+    num_regular = len(samples)
+    full = [not new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
+    active = {True: frozenset(topology.node_ids), False: frozenset(topology.node_ids) - new_nodes}
+    source, regenerate, groups = list(range(num_regular)), [None] * num_regular, []
+    for b in branches:
+        if b.node_id not in active[full[b.episode]]:
+            continue  # gated out of its source episode: nothing to resample
+        first = len(samples)
+        redo = frozenset({b.node_id} | topology.descendants(b.node_id))
+        for _ in range(b.copies):
+            samples.append(samples[b.episode])
+            full.append(full[b.episode])
+            source.append(b.episode)
+            regenerate.append(redo)
+        groups.append((b.episode, b.node_id, list(range(first, len(samples)))))
+    group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+    group_ids = torch.cat([group_ids, group_ids[source[num_regular:]]]).long()
+    return RolloutPlan(samples, full, source, regenerate, active, group_ids, groups, num_regular)
+
+
+class Generator(Protocol):
+    """What the engine generates with: `Agents` (HF generate with grouped LoRA) by default; a
+    serving backend implements the same call. Rows may each name a different node's adapter."""
+
+    def generate(self, prompts: list[torch.Tensor], node_ids: list[str], max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> list[Generation]: ...
+
+
+class RolloutEngine:
+    """Runs a `System` layer by layer; holds only the rollout settings, the prompt builder and,
+    when not the system's own `Agents`, the generation backend."""
+
+    def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder, backend: Generator | None = None):
         self.cfg = cfg
         self.prompts = prompts
+        self.backend = backend
 
     def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
@@ -93,44 +156,32 @@ class RolloutEngine:
         none); an episode without them runs exactly the parent system. `branches` add copy
         episodes whose rows join the same per-layer generate calls.
         """
-        topology, agents = system.topology, system.agents
+        plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
+        return self.execute(system, plan, greedy)
+
+    def execute(self, system: System, plan: RolloutPlan, greedy: bool = False) -> Episodes:
+        """Run `plan` layer by layer: one generate call per layer over every row that layer has."""
+        topology, agents, backend = system.topology, system.agents, self.backend or system.agents
         views = _views(topology, system.new_nodes)
-        samples = [q for q in questions for _ in range(samples_per_question)]
-        num_regular = len(samples)
-        full = [not system.new_nodes or gate >= 1 or (gate > 0 and random.random() < gate) for _ in samples]
-        source, regen, groups = list(range(num_regular)), [None] * num_regular, []
-        for b in branches:
-            if b.node_id not in views[full[b.episode]][1]:
-                continue  # gated out of its source episode: nothing to resample
-            first = len(samples)
-            redo = {b.node_id} | topology.descendants(b.node_id)
-            for _ in range(b.copies):
-                samples.append(samples[b.episode])
-                full.append(full[b.episode])
-                source.append(b.episode)
-                regen.append(redo)
-            groups.append((b.episode, b.node_id, list(range(first, len(samples)))))
-        group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
-        group_ids = torch.cat([group_ids, group_ids[source[num_regular:]]]).long()
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
         for layer in topology.layers:
-            rows = [(e, node) for node in layer for e in range(len(samples))
-                    if node.id in views[full[e]][1] and (regen[e] is None or node.id in regen[e])]
+            rows = [(e, node) for node in layer for e in range(plan.num_episodes) if plan.runs(e, node.id)]
             if not rows:
                 continue  # a new layer gated out of every episode
-            lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[source[e], n]  # noqa: E731
-            encoded = [self._prompt(agents, views[full[e]], node.id, samples[e].question, lookup, e)
+            lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[plan.source[e], n]  # noqa: E731
+            encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e].question, lookup, e)
                        for e, node in rows]
             limit = self.cfg.answer_max_new_tokens if layer[0].id == topology.sink.id else None
-            generations = self._generate(agents, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
+            generations = self._generate(backend, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
                                          limit or self.cfg.max_new_tokens)
             for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
                 text = agents.decode(gen.completion_ids)
                 texts[e, node.id] = text
                 messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated,
                                         spans))
-        return Episodes(samples, group_ids, messages, topology.sink.id, full, num_regular, groups)
+        return Episodes(plan.samples, plan.group_ids, messages, topology.sink.id, plan.full, plan.num_regular,
+                        plan.branches)
 
     def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, episode: int):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
@@ -144,13 +195,13 @@ class RolloutEngine:
         ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
         return ids, {to_own[src]: span for src, span in zip(sources, spans)}
 
-    def _generate(self, agents: Agents, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool,
-                  max_new_tokens: int):
+    def _generate(self, backend: Generator, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool,
+                  max_new_tokens: int) -> list[Generation]:
         out = []
         size = self.cfg.micro_batch_size
         for start in range(0, len(prompts), size):
-            out += agents.generate(prompts[start:start + size], node_ids[start:start + size],
-                                   max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
+            out += backend.generate(prompts[start:start + size], node_ids[start:start + size],
+                                    max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
         return out
 
 

@@ -94,3 +94,20 @@ def test_the_answering_node_can_have_its_own_token_limit(tiny_model_dir):
     episodes = engine.run(task.train_batch(0, 2), samples_per_question=2)
     assert calls == [(["L0N0", "L0N1"], 2), (["L1N0"], 7)]
     assert max(len(m.completion_ids) for m in episodes.messages if m.node_id != "L1N0") <= 2
+
+
+def test_a_rollout_plan_is_decided_without_a_model():
+    from neuromas.rollout import Branch, plan_rollout
+    from neuromas.tasks import Sample
+
+    topology = Topology.from_config(TopologyConfig(widths=[2, 2, 1]))
+    questions = [Sample(id=f"q{i}", question=f"Q{i}", answer="1") for i in range(2)]
+    plan = plan_rollout(topology, frozenset({"L0N1"}), questions, 3, gate=0.0, branches=[Branch(4, "L1N0", 2)])
+    assert plan.num_regular == 6 and plan.num_episodes == 8 and plan.full == [False] * 8  # gate closed
+    assert plan.source[6:] == [4, 4] and plan.group_ids.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert plan.branches == [(4, "L1N0", [6, 7])]
+    assert not plan.runs(0, "L0N1") and plan.runs(0, "L0N0")  # the gated node sits out
+    assert plan.runs(6, "L1N0") and plan.runs(6, "L2N0") and not plan.runs(6, "L0N0")  # a copy re-runs downstream
+    gated_branch = plan_rollout(topology, frozenset({"L0N1"}), questions, 3, gate=0.0, branches=[Branch(0, "L0N1", 2)])
+    assert gated_branch.num_episodes == 6 and gated_branch.branches == []  # nothing to resample
+    assert all(plan_rollout(topology, frozenset({"L0N1"}), questions, 3, gate=1.0).full)
