@@ -1,5 +1,5 @@
-"""One step's metrics: reward and message statistics, phase times, transcripts, and how the
-metrics of several ranks combine into one step's."""
+"""One step's metrics: reward and message statistics, phase times, transcripts, and `Stats`,
+the one rule by which statistics of micro-batches and of ranks combine."""
 
 from __future__ import annotations
 
@@ -9,6 +9,61 @@ from contextlib import contextmanager
 import torch
 
 from neuromas.rollout import Episodes
+
+
+REDUCTIONS = {"sum": sum, "max": max, "mean": lambda v: sum(v) / len(v), "same": lambda v: v[0]}
+
+
+class Stats:
+    """Named statistics that carry their own reduction, declared when first recorded: `add`
+    (sums add up), `peak` (the largest is kept), `mean` (the average over parts that each hold an
+    equal share, such as ranks) and `same` (equal everywhere, or text: the first part's). The
+    same rule combines micro-batches within a step (`add`, `peak`) and ranks (`combine`)."""
+
+    def __init__(self, values: dict | None = None, kind: str = "same"):
+        self.values: dict[str, float | str] = {}
+        self.kinds: dict[str, str] = {}
+        for key, value in (values or {}).items():
+            self.set(key, value, kind)
+
+    def _kind(self, key: str, kind: str) -> None:
+        if self.kinds.setdefault(key, kind) != kind:
+            raise ValueError(f"statistic {key!r} is recorded as {self.kinds[key]!r} and as {kind!r}")
+
+    def add(self, key: str, value: float) -> None:
+        self._kind(key, "sum")
+        self.values[key] = self.values.get(key, 0.0) + value
+
+    def peak(self, key: str, value: float) -> None:
+        self._kind(key, "max")
+        self.values[key] = max(self.values.get(key, value), value)
+
+    def set(self, key: str, value: float | str, kind: str = "same") -> None:
+        self._kind(key, kind)
+        self.values[key] = value
+
+    def update(self, values: dict, kind: str) -> None:
+        for key, value in values.items():
+            self.set(key, value, kind)
+
+    def get(self, key: str, default: float = 0.0) -> float:
+        return self.values.get(key, default)
+
+    def __getitem__(self, key: str) -> float | str:
+        return self.values[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    @staticmethod
+    def combine(parts: list[Stats]) -> Stats:
+        """One set of statistics from several parts' (each key over the parts that hold it)."""
+        out = Stats()
+        for key in dict.fromkeys(k for part in parts for k in part.values):
+            have = [part for part in parts if key in part.values]
+            out.kinds[key] = have[0].kinds[key]
+            out.values[key] = REDUCTIONS[out.kinds[key]]([part.values[key] for part in have])
+        return out
 
 
 class Timer(dict):
@@ -21,11 +76,13 @@ class Timer(dict):
         self[f"time/{phase}"] = self.get(f"time/{phase}", 0.0) + time.perf_counter() - start
 
 
-def step_metrics(episodes: Episodes, rewards: torch.Tensor, node_ids: list[str]) -> dict[str, float]:
-    """What one step's rollout shows: rewards (overall and per node), message lengths, volume."""
-    return {**reward_metrics(rewards, episodes, node_ids), **message_metrics(episodes, node_ids),
-            "rollout/tokens": float(sum(len(m.completion_ids) for m in episodes.messages)),
-            "rollout/messages": float(len(episodes.messages))}
+def step_metrics(episodes: Episodes, rewards: torch.Tensor, node_ids: list[str]) -> Stats:
+    """What one step's rollout shows: rewards (overall and per node) and message lengths, means
+    over this process's episodes (ranks hold equal shares), and the volume generated (sums)."""
+    stats = Stats({**reward_metrics(rewards, episodes, node_ids), **message_metrics(episodes, node_ids)}, "mean")
+    stats.add("rollout/tokens", float(sum(len(m.completion_ids) for m in episodes.messages)))
+    stats.add("rollout/messages", float(len(episodes.messages)))
+    return stats
 
 
 def summary_line(step: int, steps: int, m: dict[str, float], node_ids: list[str]) -> str:
@@ -50,24 +107,6 @@ def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str
         seen = sorted({m.episode for m in episodes.of_node(node_id) if m.episode < episodes.num_regular})
         if seen:
             out.update(reward_summary(regular[seen], f"node/{node_id}/reward"))
-    return out
-
-
-def combine_rank_metrics(per_rank: list[dict]) -> dict:
-    """One step's metrics from every rank's: phase times take the slowest rank, reward errors and
-    generated tokens add up, text is rank 0's, and the rest is the mean over the ranks that have the key (each rank has
-    an equal share of the questions; the update's metrics are already global and equal)."""
-    out = {}
-    for key in dict.fromkeys(k for m in per_rank for k in m):
-        values = [m[key] for m in per_rank if key in m]
-        if isinstance(values[0], str):
-            out[key] = values[0]
-        elif key.startswith("time/"):
-            out[key] = max(values)
-        elif key in ("reward/errors", "rollout/tokens", "rollout/messages"):
-            out[key] = sum(values)
-        else:
-            out[key] = sum(values) / len(values)
     return out
 
 

@@ -86,10 +86,11 @@ class StageSchedule:
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
-    def gate(self, state: RunState) -> float:
-        """The gate of the current stage's new nodes at its current step (1 once every stage is done)."""
+    def gate(self, state: RunState, gated: bool = True) -> float:
+        """The gate of the current stage's new nodes at its current step: 1 when the system has
+        none (`gated` False) or once every stage is done."""
         stage = self.stage(state)
-        return 1.0 if stage is None else gate_value(state.stage_step, stage.gate_steps)
+        return 1.0 if stage is None or not gated else gate_value(state.stage_step, stage.gate_steps)
 
     def keep_training(self, state: RunState) -> bool:
         """Steps are left in the stage and its validation accuracy has not stalled for `patience`."""

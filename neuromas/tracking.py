@@ -86,6 +86,13 @@ def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:
+    """Forget the growth events and evaluations a resumed run will make again: those after `step`
+    (and a growth at `step` itself when the checkpoint was saved as its stage closed)."""
+    truncate_jsonl(run_dir / "growth.jsonl", step, inclusive=stage_closed)
+    truncate_jsonl(run_dir / "evals.jsonl", step)
+
+
 def record_growth(path: Path, step: int, stage: int, widths: list[int], init: str, plan) -> None:
     """Append one growth event (a `growth.GrowthPlan` carried out) to growth.jsonl."""
     with path.open("a") as f:

@@ -23,7 +23,7 @@ from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import init_world
 from neuromas.errors import NeuromasError
 from neuromas.evaluate import accuracy_over_ranks
-from neuromas.metrics import Timer, combine_rank_metrics, reward_summary, step_metrics, summary_line, transcripts
+from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.pictures import draw_topology
@@ -34,7 +34,7 @@ from neuromas.stats import Accuracy
 from neuromas.system import System
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
-from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, truncate_jsonl
+from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, rewind
 from neuromas.update import PolicyUpdate
 
 
@@ -92,10 +92,6 @@ class Trainer:
     def step(self) -> int:
         return self.state.step
 
-    def _gate(self) -> float:
-        """The gate of the current stage's new nodes (1 when none are gated)."""
-        return self.schedule.gate(self.state) if self.system.new_nodes else 1.0
-
     def _print(self, line: str) -> None:
         if self.world.main:
             tqdm.write(line)
@@ -122,7 +118,7 @@ class Trainer:
     def _one_step(self) -> dict[str, float]:
         cfg = self.cfg
         self.state = self.state.stepped()
-        step, gate = self.step, self._gate()
+        step, gate = self.step, self.schedule.gate(self.state, gated=bool(self.system.new_nodes))
         metrics = {**self.train_step(step, gate), "growth/stage": float(self.state.stage_index), "growth/gate": gate}
         self.tracker.log(metrics, step)
         every = cfg.tracking.transcripts_every
@@ -156,11 +152,13 @@ class Trainer:
             with timer("update"):
                 update_metrics = self.update(episodes, assigned.advantages)
         self.last_rollout = (episodes, task_rewards)
-        metrics = {**step_metrics(episodes, task_rewards, self.topology.node_ids), **update_metrics,
-                   **assigned.metrics, "credit/mode": cfg.algorithm.credit,
-                   "reward/errors": float(self.task.num_reward_errors), **timer}  # errors: answers scored 0, so far
-        if self.world.size > 1:
-            metrics = combine_rank_metrics(self.world.gather(metrics))
+        stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
+        stats.update({**update_metrics, "credit/mode": cfg.algorithm.credit}, "same")  # already global
+        stats.update(assigned.metrics, "mean")
+        stats.add("reward/errors", float(self.task.num_reward_errors))  # answers a raising reward scored 0, so far
+        stats.update(timer, "max")  # the slowest rank's
+        metrics = Stats.combine(self.world.gather(stats)).values
+        if self.world.size > 1:  # exact over every rank's episodes
             metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))
         return metrics
 
@@ -174,8 +172,10 @@ class Trainer:
 
     def update(self, episodes: Episodes, advantages: torch.Tensor) -> dict[str, float]:
         """Optimizer step(s) on every adapter; advantages [E, N] (episodes x nodes)."""
-        return self.policy_update.run(self.agents, self.optimizer, episodes, advantages, self.topology.node_ids,
-                                      self.world)
+        node_ids, update = self.topology.node_ids, self.policy_update
+        totals = {k: self.world.sum(v) for k, v in update.totals(episodes, advantages, node_ids).items()}
+        stats = update.run(self.agents, self.optimizer, episodes, advantages, node_ids, totals)
+        return update.finish(Stats.combine(self.world.gather(stats)), node_ids)
 
     def accuracy(self, questions: list) -> Accuracy:
         """Greedy accuracy of the whole system (gates open) on `questions`, shared out over ranks."""
@@ -253,7 +253,8 @@ class Trainer:
     def save(self, target: Path, adapters_only: bool = False, **extra) -> Path:
         """A checkpoint at `target`; `adapters_only`: the final system, peft adapters at the top level."""
         state = {**self.state.to_dict(), "topology": self.topology.to_dict(),
-                 "new_nodes": sorted(self.system.new_nodes), "gate": self._gate(), **extra}
+                 "new_nodes": sorted(self.system.new_nodes),
+                 "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)), **extra}
         if adapters_only:
             if self.world.main:
                 ckpt.save_adapters(target, self.agents, state)
@@ -271,11 +272,9 @@ class Trainer:
         self.state = RunState.from_dict(self._load(path, restore_rng=True))
         if path.name.startswith("stage_"):  # saved as the stage closed: go on to the next one
             self._next_stage()
-        # Drop what was logged after the checkpoint: those steps run again.
-        self.tracker.truncate_after(self.step)
+        self.tracker.truncate_after(self.step)  # what was logged after the checkpoint: those steps run again
         if self.world.main:
-            truncate_jsonl(self.run_dir / "growth.jsonl", self.step, inclusive=path.name.startswith("stage_"))
-            truncate_jsonl(self.run_dir / "evals.jsonl", self.step)
+            rewind(self.run_dir, self.step, stage_closed=path.name.startswith("stage_"))
         self._print(f"resumed from {path} at step {self.step} (stage {self.state.stage_index})")
 
     def _load(self, path: Path, restore_rng: bool) -> dict:

@@ -7,15 +7,13 @@ importance ratio taken against the sampling log-probs (PPO).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 
 from neuromas.agents import Agents
 from neuromas.algorithms import (KL_ESTIMATORS, clipped_surrogate_loss, clipped_tokens, loss_weights,
                                  policy_gradient_loss)
 from neuromas.config import AlgorithmConfig, TrainConfig
-from neuromas.distributed import World
+from neuromas.metrics import Stats
 from neuromas.rollout import Episodes, Message
 
 
@@ -27,26 +25,29 @@ class PolicyUpdate:
         """Zero-advantage rows still matter when a per-token KL or entropy term is in the loss."""
         return (self.cfg.kl_coef > 0 and self.cfg.kl_in == "loss") or self.cfg.entropy_coef > 0
 
-    def run(self, agents: Agents, optimizer, episodes: Episodes, advantages: torch.Tensor, node_ids: list[str],
-            world: World = World()) -> dict[str, float]:
-        """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns metrics.
+    def totals(self, episodes: Episodes, advantages: torch.Tensor, node_ids: list[str]) -> dict[str, torch.Tensor]:
+        """What the loss is normalised by, counted over this process's episodes: tokens per node
+        and in all, rows, and rows to train. With N processes, pass their sum over ranks to `run`."""
+        index = {node_id: i for i, node_id in enumerate(node_ids)}
+        candidates, trained = self._rows(episodes, advantages, index)
+        return {**_totals(candidates, index), "trained_rows": torch.tensor(float(len(trained)))}
 
-        `optimizer` is a backend of neuromas.optim. With N processes, `episodes` is this rank's
-        shard; the loss is normalised by totals over every rank, so the reduced gradient is the
-        gradient of the whole batch's loss.
+    def run(self, agents: Agents, optimizer, episodes: Episodes, advantages: torch.Tensor, node_ids: list[str],
+            totals: dict[str, torch.Tensor] | None = None) -> Stats:
+        """`epochs` optimizer steps on `episodes` with advantages [E, N]; returns raw statistics
+        (`finish` turns them into metrics, after `Stats.combine` over ranks).
+
+        `optimizer` is a backend of neuromas.optim. `totals`: `self.totals` of the whole batch
+        (default: of `episodes`); with N processes, `episodes` is this rank's shard and the totals
+        are over every rank, so the reduced gradient is the gradient of the whole batch's loss.
         """
         index = {node_id: i for i, node_id in enumerate(node_ids)}
-        adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in episodes.messages}
-        candidates = trainable(episodes)
-        all_rows = self.needs_all_rows()
-        trained = [m for m in candidates if adv[id(m)] != 0 or (all_rows and m.episode < episodes.num_regular)]
-        # Normalise over every message that could be trained, so skipping the zero-advantage ones
-        # (no forward pass needed) leaves the loss and its gradient unchanged.
-        stats: dict[str, float] = defaultdict(float)
-        totals = {k: world.sum(v) for k, v in _totals(candidates, index).items()}
-        stats["rows_trained"] = float(len(trained))
+        totals = self.totals(episodes, advantages, node_ids) if totals is None else totals
+        _, trained = self._rows(episodes, advantages, index)
+        adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in trained}
+        stats = Stats()
+        stats.add("rows_trained", float(len(trained)))
         trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
-        any_trained = bool(world.sum(torch.tensor(float(len(trained)))) > 0)
         for epoch in range(self.cfg.epochs):
             optimizer.zero_grad()
             for start in range(0, len(trained), self.train.micro_batch_size):
@@ -55,16 +56,28 @@ class PolicyUpdate:
                                   first_epoch=epoch == 0)
                 optimizer.accumulate(loss)
             # Every rank steps when any rank trained (the step is collective), even with nothing of its own.
-            if any_trained:
+            if totals["trained_rows"] > 0:
                 for node_id, norm in optimizer.node_grad_norms(node_ids).items():
-                    stats[f"node/{node_id}/grad_norm"] = norm
-                stats["train/grad_norm"] = optimizer.step()
-        if world.size > 1:
-            stats = _combine(world.gather(dict(stats)))
+                    stats.set(f"node/{node_id}/grad_norm", norm)  # of the reduced gradient: the same on every rank
+                stats.set("train/grad_norm", optimizer.step())
+        return stats
+
+    def _rows(self, episodes: Episodes, advantages: torch.Tensor,
+              index: dict[str, int]) -> tuple[list[Message], list[Message]]:
+        """(messages the loss could train, those it does). The loss is normalised over every
+        candidate, so skipping the zero-advantage ones (no forward pass needed) leaves the loss and
+        its gradient unchanged."""
+        candidates, all_rows = trainable(episodes), self.needs_all_rows()
+        trained = [m for m in candidates if float(advantages[m.episode, index[m.node_id]]) != 0
+                   or (all_rows and m.episode < episodes.num_regular)]
+        return candidates, trained
+
+    def finish(self, stats: Stats, node_ids: list[str]) -> dict[str, float]:
+        """Per-node means (over tokens and epochs) from the accumulated sums, and their node average."""
         return _finish(stats, node_ids, stats["rows_trained"], self.cfg.epochs)
 
     def _loss(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
-              totals: dict[str, torch.Tensor], stats: dict[str, float], first_epoch: bool) -> torch.Tensor:
+              totals: dict[str, torch.Tensor], stats: Stats, first_epoch: bool) -> torch.Tensor:
         """The loss of one micro-batch (its share of the whole batch's loss), and its statistics."""
         cfg = self.cfg
         prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
@@ -89,21 +102,21 @@ class PolicyUpdate:
             per_token["kl"] = kl.detach()
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * (entropy * weights).sum()
-        stats["train/loss"] += float(loss.detach())
+        stats.add("train/loss", float(loss.detach()))
         per_token["clipped"] = clipped_tokens(logprobs.detach(), old, adv, cfg.clip_low, cfg.clip_high).float()
         if first_epoch:  # sampling and training log-probs must agree; a gap means stale weights
             gap = float(((logprobs.detach() - old).abs() * mask).max())
-            stats["train/logprob_gap"] = max(stats["train/logprob_gap"], gap)
+            stats.peak("train/logprob_gap", gap)
         for row, m in enumerate(chunk):
             n = int(mask[row].sum())
             prefix = f"node/{m.node_id}/"
-            stats[prefix + "tokens"] += n
+            stats.add(prefix + "tokens", n)
             for name, values in per_token.items():
-                stats[prefix + name + "_sum"] += float((values[row] * mask[row]).sum())
-            stats[prefix + "ratio_max"] = max(stats[prefix + "ratio_max"], float(per_token["ratio"][row, :n].max()))
-            stats[prefix + "adv_sum"] += float(adv[row])
-            stats[prefix + "adv_sq"] += float(adv[row]) ** 2
-            stats[prefix + "rows"] += 1
+                stats.add(prefix + name + "_sum", float((values[row] * mask[row]).sum()))
+            stats.peak(prefix + "ratio_max", float(per_token["ratio"][row, :n].max()))
+            stats.add(prefix + "adv_sum", float(adv[row]))
+            stats.add(prefix + "adv_sq", float(adv[row]) ** 2)
+            stats.add(prefix + "rows", 1)
         return loss
 
 
@@ -121,31 +134,15 @@ def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tenso
     return {"node_tokens": node_tokens, "tokens": node_tokens.sum(), "rows": torch.tensor(float(len(rows)))}
 
 
-def _combine(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """One rank's worth of statistics from every rank's: sums add, maxima take the max, and
-    gradient norms (already of the reduced gradient) are the same everywhere."""
-    out: dict[str, float] = defaultdict(float)
-    for stats in per_rank:
-        for key, value in stats.items():
-            if key.endswith("_max") or key == "train/logprob_gap":
-                out[key] = max(out[key], value)
-            elif key.endswith("grad_norm"):
-                out[key] = value
-            else:
-                out[key] += value
-    return out
-
-
 STAT_NAMES = {"entropy": "entropy", "ratio": "ratio_mean", "kl": "kl", "clipped": "clip_frac"}
 
 
-def _finish(stats: dict[str, float], node_ids: list[str], num_rows: int, epochs: int) -> dict[str, float]:
-    """Per-node means (over tokens and epochs) from the accumulated sums, and their node average."""
-    out = {"train/loss": stats["train/loss"] / epochs, "train/grad_norm": stats.get("train/grad_norm", 0.0),
-           "train/rows_updated": float(num_rows), "train/logprob_gap": stats["train/logprob_gap"]}
+def _finish(stats: Stats, node_ids: list[str], num_rows: int, epochs: int) -> dict[str, float]:
+    out = {"train/loss": stats.get("train/loss") / epochs, "train/grad_norm": stats.get("train/grad_norm"),
+           "train/rows_updated": float(num_rows), "train/logprob_gap": stats.get("train/logprob_gap")}
     for node_id in node_ids:
         prefix = f"node/{node_id}/"
-        tokens, rows = stats[prefix + "tokens"], stats[prefix + "rows"]
+        tokens, rows = stats.get(prefix + "tokens"), stats.get(prefix + "rows")
         if not rows:
             continue
         for key, name in STAT_NAMES.items():
@@ -155,7 +152,7 @@ def _finish(stats: dict[str, float], node_ids: list[str], num_rows: int, epochs:
         out[prefix + "adv_mean"] = mean
         out[prefix + "adv_std"] = max(stats[prefix + "adv_sq"] / rows - mean ** 2, 0.0) ** 0.5
         out[prefix + "ratio_max"] = stats[prefix + "ratio_max"]
-        out[prefix + "grad_norm"] = stats[prefix + "grad_norm"]
+        out[prefix + "grad_norm"] = stats.get(prefix + "grad_norm")
     for name in ("entropy", "kl", "clip_frac"):
         values = [out[f"node/{n}/{name}"] for n in node_ids if f"node/{n}/{name}" in out]
         if values:

@@ -66,3 +66,7 @@ def test_the_run_state_round_trips_through_a_checkpoint_dict():
     assert RunState.from_dict(saved) == state
     del saved["baseline"]  # checkpoints from before the baseline was saved
     assert RunState.from_dict(saved).baseline is None
+
+
+def test_no_gated_nodes_means_an_open_gate():
+    assert schedule().gate(RunState(stage_index=1, stage_step=1), gated=False) == 1.0
