@@ -53,7 +53,8 @@ def run_trl(model: str, steps: int, s: dict, out: Path) -> list[dict]:
     from neuromas.models import resolve_model_path
     from neuromas.tasks import build_task
     from neuromas.config import TaskConfig
-    from neuromas.tasks.rewards import Sample, exact_match
+    from neuromas.tasks.rewards import exact_match
+    from neuromas.tasks.sample import Sample
 
     path = resolve_model_path(model)
     task = build_task(TaskConfig(name="arithmetic", depth=1, max_value=9,

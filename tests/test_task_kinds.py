@@ -10,8 +10,8 @@ from itertools import permutations, product
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_overrides
+
 from neuromas.cli import main
 from neuromas.config import ConfigError, TaskConfig
 from neuromas.errors import NeuromasError
@@ -20,9 +20,9 @@ from neuromas.tasks.choice import extract_letter
 from neuromas.tasks.code import CodeReward, extract_code
 from neuromas.tasks.jsonl import choice_row, code_row, read_jsonl
 from neuromas.tasks.math_answers import normalize_math, reference_answer
-from neuromas.tasks.rewards import Sample
+from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
-from neuromas.tasks.synthetic import NAMES, evaluate_expression, UnsafeExpression
+from neuromas.tasks.synthetic import NAMES, UnsafeExpression, evaluate_expression
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "recipes" / "tasks" / "data"

@@ -6,10 +6,11 @@ import pytest
 
 from neuromas.config import TaskConfig
 from neuromas.errors import ConfigError, NeuromasError
-from neuromas.tasks import build_task
+from neuromas.tasks import REWARDS, build_task
 from neuromas.tasks.arithmetic import ArithmeticSource
 from neuromas.tasks.jsonl import read_jsonl
-from neuromas.tasks.rewards import Sample, exact_match, extract_answer, normalize, resolve_reward
+from neuromas.tasks.rewards import exact_match, extract_answer, normalize, resolve_reward
+from neuromas.tasks.sample import Sample
 
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 
@@ -104,12 +105,15 @@ def test_jsonl_task_cycles_through_the_file(tmp_path):
 
 
 def test_reward_by_name_and_dotted_path():
-    assert resolve_reward("exact_match") is exact_match
-    assert resolve_reward("neuromas.tasks.rewards:exact_match") is exact_match
-    assert resolve_reward("neuromas.tasks.rewards.exact_match") is exact_match
+    assert resolve_reward("exact_match", REWARDS) is exact_match
+    assert resolve_reward("neuromas.tasks.rewards:exact_match", REWARDS) is exact_match
+    assert resolve_reward("neuromas.tasks.rewards.exact_match", REWARDS) is exact_match
     for bad in ["no_such_reward", "nowhere.module:fn", "neuromas.tasks.rewards:missing"]:
         with pytest.raises(ConfigError, match="task.reward"):
-            resolve_reward(bad)
+            resolve_reward(bad, REWARDS)
+    with pytest.raises(ConfigError, match="exact_match, math_match, choice_match, lookup_match, countdown_match, "
+                                          "code_tests"):  # the error lists every built-in
+        resolve_reward("no_such_reward", REWARDS)
 
 
 def test_a_raising_reward_scores_zero_and_is_counted():

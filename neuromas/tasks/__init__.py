@@ -14,12 +14,14 @@ from typing import Callable
 import torch
 
 from neuromas.config import TaskConfig
-from neuromas.tasks.arithmetic import ArithmeticSource, GeneratedSource
+from neuromas.tasks.arithmetic import ArithmeticSource
 from neuromas.tasks.choice import choice_match, states_letter
 from neuromas.tasks.code import CodeReward, has_code_block
+from neuromas.tasks.generated import GeneratedSource
 from neuromas.tasks.jsonl import RowSource, choice_row, code_row, math_row, qa_row, read_hf_dataset, read_jsonl
 from neuromas.tasks.math_answers import has_boxed, math_match
-from neuromas.tasks.rewards import Sample, exact_match, resolve_reward
+from neuromas.tasks.rewards import exact_match, resolve_reward
+from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 
@@ -49,8 +51,9 @@ KINDS = {
                  has_code_block, code_row),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
 }
+# The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "math_match": math_match, "choice_match": choice_match,
-           "lookup_match": lookup_match, "countdown_match": countdown_match}
+           "lookup_match": lookup_match, "countdown_match": countdown_match, "code_tests": None}
 
 
 @dataclass
@@ -114,7 +117,7 @@ def build_reward(cfg: TaskConfig) -> RewardFn:
         reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox_wall_s, cpu_s=cfg.sandbox_cpu_s,
                                                    memory_mb=cfg.sandbox_memory_mb))
     else:
-        reward = REWARDS[name] if name in REWARDS else resolve_reward(name)
+        reward = resolve_reward(name, REWARDS)
     if not cfg.format_weight:
         return reward
     weight, format_ok = cfg.format_weight, kind.format_ok

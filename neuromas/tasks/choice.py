@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from neuromas.tasks.rewards import Sample, last_boxed
+from neuromas.tasks.rewards import last_boxed
+from neuromas.tasks.sample import Sample
 
 LETTERS = "ABCDEFGHIJ"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from neuromas.tasks.rewards import Sample
+from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits, run_tests
 
 _BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)

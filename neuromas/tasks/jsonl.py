@@ -12,7 +12,7 @@ from typing import Callable
 from neuromas.errors import NeuromasError
 from neuromas.tasks.choice import answer_letter, render_choices
 from neuromas.tasks.math_answers import reference_answer
-from neuromas.tasks.rewards import Sample
+from neuromas.tasks.sample import Sample
 
 Convert = Callable[[dict, str], Sample]  # (row, default id) -> Sample; KeyError/ValueError on a bad row
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from neuromas.tasks.rewards import Sample, last_boxed
+from neuromas.tasks.rewards import last_boxed
+from neuromas.tasks.sample import Sample
 
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*([^\n]+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")

@@ -5,20 +5,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from neuromas.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    question: str  # what the nodes are given (multiple choice: with its choices)
-    answer: str  # the reference: a number, a letter, a name; "" for code (tests decide)
-    meta: dict = field(default_factory=dict, compare=False)  # kind-specific: choices, tests, numbers
-
+from neuromas.tasks.sample import Sample
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -61,21 +52,19 @@ def exact_match(completion: str, sample: Sample) -> float:
     return float(answer is not None and normalize(answer) == normalize(sample.answer))
 
 
-BUILTIN_REWARDS: dict[str, Callable[[str, Sample], float]] = {"exact_match": exact_match}
-
-
-def resolve_reward(name: str) -> Callable[[str, Sample], float]:
-    """A built-in reward by name, or any function by dotted path (``pkg.module:function``) or
-    in a Python file (``path/to/rewards.py:function``, relative to the working directory)."""
-    if name in BUILTIN_REWARDS:
-        return BUILTIN_REWARDS[name]
+def resolve_reward(name: str, builtins: dict[str, Callable[[str, Sample], float]]) -> Callable[[str, Sample], float]:
+    """A built-in reward by name (`builtins`: neuromas.tasks.REWARDS, the one table), or any
+    function by dotted path (``pkg.module:function``) or in a Python file
+    (``path/to/rewards.py:function``, relative to the working directory)."""
+    if name in builtins:
+        return builtins[name]
     module_name, sep, attr = name.partition(":")
     if module_name.endswith(".py"):
         return _from_file(Path(module_name), attr, name)
     if not sep:
         module_name, _, attr = name.rpartition(".")
     if not module_name or not attr:
-        raise ConfigError(f"task.reward: {name!r} is neither a built-in ({', '.join(BUILTIN_REWARDS)}) "
+        raise ConfigError(f"task.reward: {name!r} is neither a built-in ({', '.join(builtins)}) "
                           "nor a dotted path like pkg.module:function")
     try:
         fn = getattr(importlib.import_module(module_name), attr)

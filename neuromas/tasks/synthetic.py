@@ -17,8 +17,10 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from neuromas.tasks.arithmetic import GeneratedSource, make_expression
-from neuromas.tasks.rewards import Sample, last_boxed
+from neuromas.tasks.arithmetic import make_expression
+from neuromas.tasks.generated import GeneratedSource
+from neuromas.tasks.rewards import last_boxed
+from neuromas.tasks.sample import Sample
 
 NAMES = ["ash", "birch", "cedar", "elm", "fir", "hazel", "larch", "maple", "oak", "pine", "rowan", "spruce",
          "willow", "yew", "alder", "beech"]
