@@ -125,16 +125,20 @@ KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) per position. [B, T, V] -> [B, T] fp32."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+    """Entropy of softmax(logits / temperature) per position. [B, T, V] -> [B, T] fp32, one row
+    at a time: a full fp32 copy of [B, T, V] at a 150k vocabulary is gigabytes."""
+    def row_entropy(row: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(row.float() / temperature, dim=-1)
+        return -(logp.exp() * logp).sum(dim=-1)
+    return torch.stack([row_entropy(row) for row in logits])
 
 
 def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log softmax(logits / temperature) at `tokens`, without materialising the full log-softmax.
 
-    logits: [B, T, V] (any float dtype; computed in fp32), tokens: [B, T] -> [B, T] fp32.
+    logits: [B, T, V] (any float dtype; computed in fp32, one row at a time), tokens: [B, T] -> [B, T] fp32.
     """
-    logits = logits.float() / temperature
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    def row_logprobs(row: torch.Tensor, row_tokens: torch.Tensor) -> torch.Tensor:
+        row = row.float() / temperature
+        return row.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1)
+    return torch.stack([row_logprobs(row, row_tokens) for row, row_tokens in zip(logits, tokens)])

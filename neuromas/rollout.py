@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -66,13 +67,21 @@ class Episodes:
     def num_episodes(self) -> int:
         return len(self.samples)
 
+    @cached_property
+    def _by_node(self) -> dict[str, list[Message]]:
+        """Messages by node, in order: indexed once (`messages` is not changed after a rollout)."""
+        out: dict[str, list[Message]] = {}
+        for m in self.messages:
+            out.setdefault(m.node_id, []).append(m)
+        return out
+
     def answers(self) -> list[str]:
         """The sink's text of each episode, in episode order."""
-        by_episode = {m.episode: m.text for m in self.messages if m.node_id == self.sink_id}
+        by_episode = {m.episode: m.text for m in self.of_node(self.sink_id)}
         return [by_episode[e] for e in range(self.num_episodes)]
 
     def of_node(self, node_id: str) -> list[Message]:
-        return [m for m in self.messages if m.node_id == node_id]
+        return self._by_node.get(node_id, [])
 
     def transcript(self, episode: int) -> list[tuple[str, str]]:
         """(node id, text) of every message of one episode, layer by layer."""
