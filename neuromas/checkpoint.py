@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -117,12 +118,32 @@ def read_state(checkpoint: Path) -> dict:
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    """The complete checkpoint with the highest step under `run_dir/checkpoints`."""
+    """The newest readable checkpoint under `run_dir/checkpoints`; a damaged newer one (a file
+    truncated or lost after it was written) is skipped with a warning that says which."""
     found = [p for p in (run_dir / "checkpoints").glob("*") if (p / STATE_FILE).is_file()]
     if not found:
         raise NeuromasError(f"{run_dir} has no checkpoint to resume from (set checkpoint.every to save them)")
     # At equal steps a stage checkpoint is the later one: it was written after validation.
-    return max(found, key=lambda p: (read_state(p)["step"], p.name.startswith("stage_")))
+    found.sort(key=lambda p: (read_state(p)["step"], p.name.startswith("stage_")), reverse=True)
+    for checkpoint in found:
+        problem = damage(checkpoint)
+        if problem is None:
+            return checkpoint
+        print(f"neuromas: skipping damaged checkpoint {checkpoint}: {problem}", file=sys.stderr)
+    raise NeuromasError(f"every checkpoint of {run_dir} is damaged (the newest, {found[0]}: {damage(found[0])})")
+
+
+def damage(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None: every file there and readable."""
+    adapters = sorted((checkpoint / "adapters").glob("*/adapter_model.safetensors"))
+    if not adapters:
+        return "no adapters"
+    for path in [*adapters, checkpoint / "optimizer.pt", checkpoint / "rng.pt"]:
+        try:
+            load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any failure to read means: not this one
+            return f"{path.relative_to(checkpoint)} is unreadable ({type(e).__name__})"
+    return None
 
 
 def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict[str, torch.Tensor]]:

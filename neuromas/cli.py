@@ -7,13 +7,18 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
+import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from neuromas.config import load_config
-from neuromas.errors import NeuromasError
+from neuromas.tasks import build_task
+from neuromas.errors import Interrupted, NeuromasError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                                   "A/compare-<split>-<system>.json for two)")
     show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
     show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
-    show.add_argument("--out", help="picture file, .png or .svg (default: topology.png beside the source)")
+    show.add_argument("--out", help="picture file, .png or .svg (default: topology.png in the working directory "
+                                   "for a recipe, in the run directory for a run or checkpoint)")
     plot = commands.add_parser("plot", help="training curves of one or more runs",
                                description="Reward, accuracy and per-node curves of runs, overlaid, to a PNG.")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -84,14 +90,19 @@ def run_dir_for(name: str, configured: str | None, resume: str | None = None) ->
 
 
 def train(args: argparse.Namespace) -> None:
-    from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
-
     overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
-    cfg = load_config(args.recipe, overrides)
+    cfg = load_config(args.recipe, overrides)  # recipe and data mistakes are answered before torch is imported
+    check_topologies(cfg)
+    check_local_model(cfg.model.name)
     run_dir = run_dir_for(cfg.name, cfg.tracking.run_dir, args.resume)
+    task = build_task(cfg.task)
+    task.check_batch(cfg.train.questions_per_step)
     if args.dry_run:
         return check_recipe(cfg)
-    trainer = Trainer(cfg, run_dir)
+    lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
+    from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
+
+    trainer = Trainer(cfg, run_dir, task)
     if args.resume:
         trainer.resume()
     run_dir, main = trainer.run_dir, trainer.world.main
@@ -105,16 +116,60 @@ def train(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
-def check_recipe(cfg) -> None:
-    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config."""
-    from neuromas.distributed import World
-    from neuromas.optim import resolve_deepspeed_config
-    from neuromas.tasks import build_task
+def lock_run_dir(run_dir: Path):
+    """Create the run directory and hold an exclusive lock on it while this process trains, so a
+    second run (or --resume) on the same directory stops at once. Rank 0 only (the others write
+    nothing). The lock goes with the process, however it ends."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / "run.lock", "a+")
+    except OSError as e:
+        raise NeuromasError(f"tracking.run_dir: cannot write to {run_dir} ({e.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        raise NeuromasError(f"{run_dir} is in use by another neuromas process (pid {owner}); wait for it to "
+                            "end, or set tracking.run_dir=<new dir>") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_local_model(name: str) -> None:
+    """A model given as a local directory is checked before torch is imported; built-in names
+    and hub ids are checked when they load."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        if path.is_absolute() or name.startswith((".", "~")):
+            raise NeuromasError(f"model.name: {name} does not exist")
+        return
+    config = path / "config.json"
+    if not config.is_file():
+        raise NeuromasError(f"model.name: {name} is a path but holds no config.json")
+    try:
+        json.loads(config.read_text())
+    except json.JSONDecodeError as e:
+        raise NeuromasError(f"model.name: {config} is not valid JSON (line {e.lineno})") from None
+
+
+def check_topologies(cfg) -> None:
+    """Every stage's graph is valid (a light check: no model, no torch)."""
     from neuromas.topology import Topology
 
     for stage in cfg.stages():
         Topology.from_config(stage.topology)
-    build_task(cfg.task)
+
+
+def check_recipe(cfg) -> None:
+    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config."""
+    from neuromas.distributed import World
+    from neuromas.optim import resolve_deepspeed_config
+
     if cfg.distributed.deepspeed:
         resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
     print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.train.steps} steps)",
@@ -170,7 +225,8 @@ def show(args: argparse.Namespace) -> None:
     if not source.exists():
         raise NeuromasError(f"{source} does not exist")
     topology = topology_of(source)
-    out = Path(args.out) if args.out else (source.parent if source.is_file() else source) / "topology.png"
+    # Never into the source tree: a recipe's picture goes to the working directory, a run's into the run.
+    out = Path(args.out) if args.out else Path("topology.png") if source.is_file() else source / "topology.png"
     if out.suffix not in (".png", ".svg"):
         raise NeuromasError(f"--out: {out} must end in .png or .svg")
     print(topology.describe())
@@ -204,6 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     except NeuromasError as e:
         print(f"neuromas: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. the disk filled up: checkpoints are atomic, so the last one is intact
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"neuromas: error: {e.strerror}: {e.filename}; the last checkpoint is intact (resume with "
+              "--resume RUN_DIR once there is room)", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        resume = f"; resume with: neuromas train {args.recipe} --resume {e.checkpoint.parents[1]}" \
+            if args.command == "train" else ""
+        print(f"neuromas: {e}{resume}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("neuromas: interrupted", file=sys.stderr)
         return 130

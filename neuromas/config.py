@@ -362,7 +362,7 @@ def _read_yaml(path: Path) -> dict:
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the recipe is empty (start from recipes/quickstart.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return data

@@ -8,7 +8,10 @@ unless a DeepSpeed config is asked for (DeepSpeed needs a process group even for
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -80,6 +83,36 @@ class World:
         yield
         if self.main:
             self.barrier()
+
+
+class StopRequests:
+    """While active, SIGINT (Ctrl-C) and SIGTERM (e.g. SLURM preemption) ask the run to stop
+    after the step in progress, instead of killing it mid-step; a second signal stops at once.
+    `requested` is collective: every rank stops after the same step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.flag, self._old = False, {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        print(f"\nneuromas: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def requested(self, world: World) -> bool:
+        return bool(world.sum(torch.tensor(float(self.flag))) > 0) if world.size > 1 else self.flag
 
 
 def _comm_device() -> torch.device:

@@ -11,3 +11,12 @@ class NeuromasError(Exception):
 
 class ConfigError(NeuromasError):
     """A recipe or override that does not fit the typed config."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after a complete step, leaving a checkpoint to resume from
+    (not a NeuromasError: nothing was wrong; the CLI exits 130, as for Ctrl-C)."""
+
+    def __init__(self, step: int, checkpoint):
+        super().__init__(f"interrupted after step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint

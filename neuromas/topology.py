@@ -59,6 +59,10 @@ class Topology:
             if bad:
                 raise ConfigError(f"topology.edges: each edge is [source, target], got {bad[0]}")
             return cls(cfg.widths, [(s, d) for s, d in cfg.edges])
+        read = cfg.widths[:-1]  # the layers a later layer reads
+        if cfg.connectivity == "sparse" and read and cfg.fan_in > max(read):
+            raise ConfigError(f"topology.fan_in: {cfg.fan_in} is more nodes than any layer of widths {cfg.widths} "
+                              f"holds (at most {max(read)}); with fan_in = the layer width, sparse is full")
         builders = {"full": _full_edges, "skip": _skip_edges, "sparse": lambda w: _sparse_edges(w, cfg.fan_in)}
         return cls(cfg.widths, builders[cfg.connectivity](cfg.widths))
 

@@ -20,8 +20,8 @@ from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
 from neuromas.config import Config, StageConfig, save_config, to_dict
-from neuromas.distributed import init_world
-from neuromas.errors import NeuromasError
+from neuromas.distributed import StopRequests, init_world
+from neuromas.errors import Interrupted, NeuromasError
 from neuromas.evaluate import accuracy_over_ranks
 from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
@@ -30,9 +30,8 @@ from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
 from neuromas.schedule import RunState, StageSchedule
-from neuromas.stats import Accuracy
 from neuromas.system import System
-from neuromas.tasks import build_task
+from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, rewind
 from neuromas.update import PolicyUpdate
@@ -46,7 +45,7 @@ class Trainer:
     the same adapters. Rank 0 alone logs, prints and writes files.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path):
+    def __init__(self, cfg: Config, run_dir: Path, task: Task | None = None):
         self.cfg = cfg
         on_gpu = pick_device(cfg.model).type == "cuda"
         self.world = init_world(cfg.distributed.deepspeed is not None, on_gpu)
@@ -57,7 +56,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
         self.schedule = StageSchedule(cfg.stages(), cfg.growth)
         topology = Topology.from_config(self.schedule.stages[0].topology)
-        self.task = build_task(cfg.task)
+        self.task = task or build_task(cfg.task)  # the CLI's, already checked
+        self.task.check_batch(cfg.train.questions_per_step)
         all_ids = sorted({i for st in self.schedule.stages for i in Topology.from_config(st.topology).node_ids})
         with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
             self.system = System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology)
@@ -101,12 +101,14 @@ class Trainer:
         history = []
         if self.step == 0:
             self._evaluate(step=0)
-        with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                  disable=not self.world.main) as bar:
+        with StopRequests() as stop, tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step",
+                                          dynamic_ncols=True, disable=not self.world.main) as bar:
             while self.schedule.stage(self.state) is not None:
                 while self.schedule.keep_training(self.state):
                     history.append(self._one_step())
                     bar.update(1)
+                    if stop.requested(self.world):
+                        raise Interrupted(self.step, self.save(self.run_dir / "checkpoints" / f"step_{self.step}"))
                 self._end_stage()
         if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
             self._evaluate(self.step)
@@ -177,15 +179,11 @@ class Trainer:
         stats = update.run(self.agents, self.optimizer, episodes, advantages, node_ids, totals)
         return update.finish(Stats.combine(self.world.gather(stats)), node_ids)
 
-    def accuracy(self, questions: list) -> Accuracy:
-        """Greedy accuracy of the whole system (gates open) on `questions`, shared out over ranks."""
-        return accuracy_over_ranks(self.engine, self.system, self.task, questions, self.world)
-
     def _evaluate(self, step: int) -> None:
         questions = self.task.test[:self.cfg.eval.num_questions]
         if not questions:
             return
-        accuracy = self.accuracy(questions)
+        accuracy = accuracy_over_ranks(self.engine, self.system, self.task, questions, self.world)
         self.tracker.log({"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
                           "eval/num_questions": float(accuracy.n)}, step)
         self._print(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
@@ -199,7 +197,7 @@ class Trainer:
         questions = self.task.validation[:self.cfg.growth.validation_questions]
         if not questions:
             raise NeuromasError("growth.margin and stage patience need a validation split (task.validation_path)")
-        accuracy = self.accuracy(questions).mean
+        accuracy = accuracy_over_ranks(self.engine, self.system, self.task, questions, self.world).mean
         self.tracker.log({"growth/validation_accuracy": accuracy}, self.step)
         return accuracy
 

@@ -63,7 +63,10 @@ def test_single_agent_rank_matches_the_budget():
     assert single_agent_rank(2500, 1000) == 2 and single_agent_rank(10, 1000) == 1
 
 
-def test_show_and_plot_write_pictures(tiny_run, tmp_path, capsys):
+def test_show_and_plot_write_pictures(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", str(RECIPE)]) == 0  # into the working directory, not beside the recipe
+    assert (tmp_path / "topology.png").is_file() and not (RECIPE.parent / "topology.png").exists()
     assert main(["show", str(RECIPE), "--out", str(tmp_path / "t.svg")]) == 0
     assert (tmp_path / "t.svg").read_text().lstrip().startswith("<?xml")
     assert "L1N0 <- L0N0, L0N1" in capsys.readouterr().out

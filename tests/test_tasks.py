@@ -3,6 +3,7 @@ import operator
 import re
 
 import pytest
+import torch
 
 from neuromas.config import TaskConfig
 from neuromas.errors import ConfigError, NeuromasError
@@ -114,6 +115,15 @@ def test_reward_by_name_and_dotted_path():
     with pytest.raises(ConfigError, match="exact_match, math_match, choice_match, lookup_match, countdown_match, "
                                           "code_tests"):  # the error lists every built-in
         resolve_reward("no_such_reward", REWARDS)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None, "1.0", "high"])
+def test_a_reward_that_is_not_a_finite_number_scores_zero_and_is_counted(bad):
+    task = build_task(TaskConfig())
+    task.reward = lambda completion, sample: 1.0 if completion == "good" else bad  # some episodes bad, some not
+    with pytest.warns(UserWarning, match="not a finite number|must be a string or a real number"):
+        rewards = task.score(["good", "bad", "bad"], task.train_batch(0, 3))
+    assert rewards.tolist() == [1.0, 0.0, 0.0] and task.num_reward_errors == 2 and torch.isfinite(rewards).all()
 
 
 def test_a_raising_reward_scores_zero_and_is_counted():

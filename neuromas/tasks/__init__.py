@@ -7,13 +7,13 @@ answering node is told to use.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from neuromas.config import TaskConfig
+from neuromas.errors import NeuromasError
 from neuromas.tasks.arithmetic import ArithmeticSource
 from neuromas.tasks.choice import choice_match, states_letter
 from neuromas.tasks.code import CodeReward, has_code_block
@@ -24,6 +24,9 @@ from neuromas.tasks.rewards import exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
+
+if TYPE_CHECKING:  # torch is imported when rewards are scored: a recipe's data is checked without it
+    import torch
 
 RewardFn = Callable[[str, Sample], float]
 
@@ -62,6 +65,12 @@ class Task:
     reward: RewardFn
     answer_format: str
 
+    def check_batch(self, num_questions: int) -> None:
+        """A step's questions must be distinct: fixed training data must hold at least that many."""
+        if isinstance(self.source, RowSource) and len(self.source.train) < num_questions:
+            raise NeuromasError(f"train.questions_per_step: {num_questions} is more than the "
+                                f"{len(self.source.train)} training questions of the task (a step would repeat some)")
+
     def train_batch(self, step: int, num_questions: int) -> list[Sample]:
         """The questions of training step `step` (a pure function of step: resumable)."""
         start = step * num_questions
@@ -78,15 +87,22 @@ class Task:
     num_reward_errors: int = field(default=0, init=False)
 
     def score(self, answers: list[str], samples: list[Sample]) -> torch.Tensor:
-        """Rewards [E] fp32. A reward function that raises scores that answer 0 (warned once,
-        counted in `num_reward_errors`) instead of stopping the run."""
+        """Rewards [E] fp32, always finite. A reward function that raises, or returns something
+        that is not a finite number (None, a string, NaN, ±inf), scores that answer 0 (warned once,
+        counted in `num_reward_errors`, logged as reward/errors) instead of stopping the run or
+        reaching the loss."""
+        import torch
+
         rewards = []
         for answer, sample in zip(answers, samples, strict=True):
             try:
-                rewards.append(float(self.reward(answer, sample)))
+                value = self.reward(answer, sample)
+                if isinstance(value, (str, bytes)) or not math.isfinite(value := float(value)):
+                    raise ValueError(f"returned {value!r}, not a finite number")
+                rewards.append(value)
             except Exception as e:  # noqa: BLE001 - user code; one bad sample must not end training
                 if not self.num_reward_errors:
-                    warnings.warn(f"reward function raised {type(e).__name__}: {e}; scoring such answers 0")
+                    warnings.warn(f"reward function: {type(e).__name__}: {e}; scoring such answers 0")
                 self.num_reward_errors += 1
                 rewards.append(0.0)
         return torch.tensor(rewards, dtype=torch.float32)

@@ -1,0 +1,62 @@
+"""How fast each user error of the fault matrix is answered (docs/reliability.md): every row of
+tests/test_reliability.py that needs no training, run as a user would, with its wall time.
+
+    python benchmarks/errors.py
+
+Rows before the model loads should answer in about a second (no torch import); rows about the
+model import torch and transformers first (several seconds). Times vary with machine load.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_reliability import MODEL, NO_MODEL, RECIPE  # noqa: E402
+
+
+def make_bad_files(d: Path) -> None:
+    (d / "invalid.yaml").write_text("train: [1,\n")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "scalar.yaml").write_text("42\n")
+    (d / "empty.yaml").write_text("")
+    (d / "empty.jsonl").write_text("")
+    (d / "malformed.jsonl").write_text('{"question": "q", "answer": "1"}\n{broken\n')
+    (d / "nofield.jsonl").write_text('{"question": "q"}\n')
+    (d / "three.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "1"}}\n' for i in range(3)))
+    (d / "broken-model").mkdir()
+    (d / "broken-model" / "config.json").write_text("{not json")
+
+
+def timed(args: list[str]) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "neuromas", "train", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    last = (done.stderr.strip().splitlines() or [""])[-1]
+    return time.perf_counter() - start, done.returncode, last
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        make_bad_files(d)
+        rows = [(row, [a.format(d=d, r=RECIPE) for a in args]) for row, (args, _) in NO_MODEL.items()]
+        rows += [(row, [str(RECIPE), f"model.name={name.format(d=d)}", f"tracking.run_dir={d / 'run'}"])
+                 for row, (name, _) in MODEL.items()]
+        print(f"load average {os.getloadavg()[0]:.1f}\n\n| case | exit | seconds | answer |\n| --- | --- | --- | --- |")
+        for row, args in rows:
+            seconds, code, last = timed(args)
+            answer = last.replace(str(d), "DIR").replace(str(ROOT) + "/", "").replace("|", "\\|")
+            print(f"| {row} | {code} | {seconds:.1f} | `{answer[:160]}` |")
+    print("\nCommand: python benchmarks/errors.py")
+
+
+if __name__ == "__main__":
+    main()
