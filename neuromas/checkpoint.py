@@ -120,7 +120,8 @@ def read_state(checkpoint: Path) -> dict:
 def latest_checkpoint(run_dir: Path) -> Path:
     """The newest readable checkpoint under `run_dir/checkpoints`; a damaged newer one (a file
     truncated or lost after it was written) is skipped with a warning that says which."""
-    found = [p for p in (run_dir / "checkpoints").glob("*") if (p / STATE_FILE).is_file()]
+    found = [p for p in (run_dir / "checkpoints").glob("*")  # not a write cut short: .tmp-*
+             if not p.name.startswith(".tmp-") and (p / STATE_FILE).is_file()]
     if not found:
         raise NeuromasError(f"{run_dir} has no checkpoint to resume from (set checkpoint.every to save them)")
     # At equal steps a stage checkpoint is the later one: it was written after validation.

@@ -23,7 +23,7 @@ RECIPE = Path(__file__).parent / "recipe.yaml"
 
 def cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "neuromas", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=600)
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=1800)
 
 
 def one_line_error(done: subprocess.CompletedProcess, message: str) -> None:
@@ -129,7 +129,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes(tmp_path, tin
         if line.startswith("step    1/"):
             break
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=600)
+    _, err = process.communicate(timeout=1800)
     assert process.returncode == 130 and "Traceback" not in err
     message = next(line for line in err.splitlines() if "interrupted after step" in line)
     step = int(message.split("interrupted after step ")[1].split(";")[0])
@@ -152,6 +152,18 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, tiny_model_dir, capsys):
     out = capsys.readouterr()
     assert "skipping damaged checkpoint" in out.err and "step_3" in out.err
     assert f"resumed from {run_dir / 'checkpoints' / 'step_2'} at step 2" in out.out
+
+
+def test_a_checkpoint_write_cut_short_is_ignored(tmp_path, tiny_model_dir, capsys):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 3, "checkpoint.every": 1})
+    assert main(["train", str(RECIPE), *overrides]) == 0
+    cut = run_dir / "checkpoints" / ".tmp-step_4"  # a process killed while writing step 4's checkpoint
+    (cut / "adapters").mkdir(parents=True)
+    (cut / "trainer_state.json").write_text(json.dumps({"step": 4}))
+    capsys.readouterr()
+    assert main(["train", str(RECIPE), *overrides, "--resume", str(run_dir)]) == 0
+    assert f"resumed from {run_dir / 'checkpoints' / 'step_3'} at step 3" in capsys.readouterr().out
 
 
 def test_resume_without_checkpoints_is_one_line(tmp_path, tiny_model_dir, capsys):
