@@ -108,7 +108,9 @@ class Trainer:
                     history.append(self._one_step())
                     bar.update(1)
                     if stop.requested(self.world):
-                        raise Interrupted(self.step, self.save(self.run_dir / "checkpoints" / f"step_{self.step}"))
+                        checkpoint = self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
+                        self.tracker.close()
+                        raise Interrupted(self.step, checkpoint)
                 self._end_stage()
         if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
             self._evaluate(self.step)
