@@ -19,20 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_reliability import MODEL, NO_MODEL, RECIPE  # noqa: E402
-
-
-def make_bad_files(d: Path) -> None:
-    (d / "invalid.yaml").write_text("train: [1,\n")
-    (d / "list.yaml").write_text("- 1\n- 2\n")
-    (d / "scalar.yaml").write_text("42\n")
-    (d / "empty.yaml").write_text("")
-    (d / "empty.jsonl").write_text("")
-    (d / "malformed.jsonl").write_text('{"question": "q", "answer": "1"}\n{broken\n')
-    (d / "nofield.jsonl").write_text('{"question": "q"}\n')
-    (d / "three.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "1"}}\n' for i in range(3)))
-    (d / "broken-model").mkdir()
-    (d / "broken-model" / "config.json").write_text("{not json")
+from test_reliability import MODEL, NO_MODEL, RECIPE, make_bad_files  # noqa: E402
 
 
 def timed(args: list[str]) -> tuple[float, int, str]:

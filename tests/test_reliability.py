@@ -33,9 +33,8 @@ def one_line_error(done: subprocess.CompletedProcess, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("neuromas: error:") and message in lines[0], done.stderr[-2000:]
 
 
-@pytest.fixture(scope="module")
-def bad_files(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bad")
+def make_bad_files(d: Path) -> Path:
+    """The broken recipes, data files and model directory the rows below point at (`{d}`)."""
     (d / "invalid.yaml").write_text("train: [1,\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
     (d / "scalar.yaml").write_text("42\n")
@@ -47,6 +46,11 @@ def bad_files(tmp_path_factory) -> Path:
     (d / "broken-model").mkdir()
     (d / "broken-model" / "config.json").write_text("{not json")
     return d
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> Path:
+    return make_bad_files(tmp_path_factory.mktemp("bad"))
 
 
 # Rows answered before torch is imported (no model needed): recipe and data problems.
