@@ -8,7 +8,7 @@ Floating-point results can change with the torch build: the file records the tor
 was made with, and another version is compared to 1e-5 instead of exactly. To record them anew
 (only when a change is *meant* to alter the numbers, and say so in the commit):
 
-    NEUROMAS_PIN=1 pytest tests/test_pinned.py
+    python tests/test_pinned.py
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from conftest import tiny_overrides
+from conftest import build_tiny_model, tiny_overrides
 from neuromas.config import load_config
 from neuromas.trainer import Trainer
 from test_trainer import RECIPE, VARYING_REWARD
@@ -57,11 +57,6 @@ def train(name: str, model_dir: Path, run_dir: Path) -> dict:
 @pytest.mark.parametrize("name", RUNS)
 def test_numbers_are_the_pinned_ones(tiny_model_dir, tmp_path, name):
     got = train(name, tiny_model_dir, tmp_path / "run")
-    if os.environ.get("NEUROMAS_PIN"):
-        pinned = json.loads(PINNED.read_text()) if PINNED.is_file() else {}
-        pinned.update({"torch": torch.__version__, "transformers": transformers.__version__, name: got})
-        PINNED.write_text(json.dumps(pinned, indent=1, sort_keys=True) + "\n")
-        pytest.skip("recorded the pinned numbers (NEUROMAS_PIN is set)")
     pinned = json.loads(PINNED.read_text())
     want = pinned[name]
     assert got["topology"] == want["topology"]
@@ -70,3 +65,17 @@ def test_numbers_are_the_pinned_ones(tiny_model_dir, tmp_path, name):
     else:  # another build may round differently: the numbers must still agree closely
         for key in ("loss", "reward"):
             assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(got[key], want[key], strict=True))
+
+
+def record() -> None:
+    """Record every run's numbers anew into tests/data/pinned.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "tiny-llama")  # as the session fixture builds it
+        pinned = {"torch": torch.__version__, "transformers": transformers.__version__}
+        pinned.update({name: train(name, model_dir, Path(tmp) / name) for name in RUNS})
+    PINNED.write_text(json.dumps(pinned, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {', '.join(RUNS)} in {PINNED}")
+
+
+if __name__ == "__main__":
+    record()
