@@ -171,7 +171,7 @@ class RolloutEngine:
     def execute(self, system: System, plan: RolloutPlan, greedy: bool = False) -> Episodes:
         """Run `plan` layer by layer: one generate call per layer over every row that layer has."""
         topology, agents, backend = system.topology, system.agents, self.backend or system.agents
-        views = _views(topology, system.new_nodes)
+        views = _views(topology, plan.active)
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
         for layer in topology.layers:
@@ -214,11 +214,12 @@ class RolloutEngine:
         return out
 
 
-def _views(topology: Topology, new_nodes: frozenset[str]) -> dict[bool, tuple]:
+def _views(topology: Topology, active: dict[bool, frozenset[str]]) -> dict[bool, tuple]:
     """(view, own id -> view id, view id -> own id) for episodes with (True) and without (False)
-    the gated new nodes: an episode without them runs, and is prompted as, the parent system."""
+    the gated new nodes (`RolloutPlan.active`): an episode without them runs, and is prompted
+    as, the parent system."""
     views = {}
-    for full, active in ((True, set(topology.node_ids)), (False, set(topology.node_ids) - new_nodes)):
-        view, id_map = topology.view(active)
+    for full, nodes in active.items():
+        view, id_map = topology.view(set(nodes))
         views[full] = (view, id_map, {v: k for k, v in id_map.items()})
     return views
