@@ -103,14 +103,17 @@ def train(args: argparse.Namespace) -> None:
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
     trainer = Trainer(cfg, run_dir, task)
-    if args.resume:
-        trainer.resume()
-    run_dir, main = trainer.run_dir, trainer.world.main
-    if main:
-        processes = f" ({trainer.world.size} processes)" if trainer.world.size > 1 else ""
-        print(f"neuromas: run directory {run_dir}{processes}", file=sys.stderr)
-        print(trainer.topology.describe(), file=sys.stderr)
-    trainer.fit()
+    try:
+        if args.resume:
+            trainer.resume()
+        run_dir, main = trainer.run_dir, trainer.world.main
+        if main:
+            processes = f" ({trainer.world.size} processes)" if trainer.world.size > 1 else ""
+            print(f"neuromas: run directory {run_dir}{processes}", file=sys.stderr)
+            print(trainer.topology.describe(), file=sys.stderr)
+        trainer.fit()
+    finally:
+        trainer.world.close()
     if main:
         print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
               file=sys.stderr)

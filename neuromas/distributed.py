@@ -75,6 +75,15 @@ class World:
             raise NeuromasError(f"step {step}: rank {self.rank} and rank(s) {differ} hold different "
                                 "adapters; data-parallel training went out of step (please report this)")
 
+    def close(self) -> None:
+        """Leave the process group, if this process joined one. Called once, as the run ends (also
+        after an error): without it, gloo's worker threads can still hold tensors while the
+        interpreter shuts down, and the process dies with SIGABRT after a finished run."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
     @contextmanager
     def main_first(self):
         """Rank 0 runs the block first (e.g. preparing a model cache), then the others."""

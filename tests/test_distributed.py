@@ -33,6 +33,14 @@ DRIVER = TESTS / "dist_driver.py"
 TIMEOUT = int(os.environ.get("NEUROMAS_TEST_TIMEOUT", "1800"))
 
 
+def failure_report(done: subprocess.CompletedProcess) -> str:
+    """The tail of a failed launch's output, and the lines that name a crash (an abort in one rank
+    scrolls out of the tail behind the launcher's report)."""
+    crash = [line for line in done.stderr.splitlines()
+             if any(m in line for m in ("terminate called", "what():", "Fatal Python error", "Error", "Signal"))]
+    return "\n".join([done.stdout[-3000:], done.stderr[-3000:], "crash lines:", *crash[:40]])
+
+
 def launch(launcher: str, *args: str, processes: int = 2, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -49,7 +57,7 @@ def launch(launcher: str, *args: str, processes: int = 2, timeout: int = TIMEOUT
     else:
         cmd = [sys.executable]
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, failure_report(done)
     return done
 
 
