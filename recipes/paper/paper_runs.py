@@ -23,7 +23,7 @@ from neuromas.stats import Accuracy, paired_difference  # noqa: E402
 
 
 DATA = ROOT / "docs" / "data"  # what the tables and curves are made from, kept in git
-KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json")
+KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json", "recipe.txt")  # recipe.txt: recipe text and overrides
 
 
 def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> dict:
@@ -34,6 +34,11 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> d
     started again, in this session or a later one."""
     name = f"{Path(recipe).parent.name}-{Path(recipe).stem}-seed{seed}"
     run_dir, kept = out / name, DATA / name
+    made_from = "\n".join([(ROOT / recipe).read_text(), *overrides]) + "\n"
+    for folder in (kept, run_dir):  # results of another version of the recipe are never reused
+        if (folder / "wall.json").is_file() and _made_from(folder) != made_from:
+            sys.exit(f"{folder} holds a run of another version of {recipe} (or of unknown origin): "
+                     "move it aside to keep it, or delete it to train again")
     if not (kept / "wall.json").is_file():
         if not (run_dir / "adapters").is_dir():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -42,6 +47,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> d
                    f"tracking.run_dir={run_dir}", *overrides]
             print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[3:])}", file=sys.stderr)
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            (run_dir / "recipe.txt").write_text(made_from)
             (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start, "load_before": load,
                                                            "load_after": os.getloadavg()[0]}) + "\n")
         kept.mkdir(parents=True, exist_ok=True)
@@ -54,6 +60,11 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> d
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
+
+
+def _made_from(folder: Path) -> str | None:
+    path = folder / "recipe.txt"
+    return path.read_text() if path.is_file() else None
 
 
 def run_all(systems: dict[str, str], seeds: list[int], out: Path, overrides: tuple[str, ...] = ()) -> dict:
