@@ -107,6 +107,21 @@ def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adv
     return -(advantages.unsqueeze(1) * ratio * weights).sum()
 
 
+def sampler_weights(train_logprobs: torch.Tensor, sample_logprobs: torch.Tensor, mode: str,
+                    cap: float) -> torch.Tensor:
+    """Per-token importance weights p_train / p_sample for samples drawn by another engine.
+
+    [B, T] -> [B, T], detached. truncate: min(ratio, cap) (truncated importance sampling);
+    mask: the ratio where 1/cap <= ratio <= cap, else 0 (the token leaves the loss); none: 1.
+    """
+    if mode == "none":
+        return torch.ones_like(train_logprobs)
+    ratio = torch.exp(train_logprobs.detach() - sample_logprobs.detach())
+    if mode == "truncate":
+        return ratio.clamp(max=cap)
+    return torch.where((ratio <= cap) & (ratio >= 1 / cap), ratio, torch.zeros_like(ratio))
+
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(policy || reference) per token: exp(d) - d - 1 with d = ref - logp.
 

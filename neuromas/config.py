@@ -202,6 +202,13 @@ class AlgorithmConfig:
     kl_estimator: str = "k3"  # k1 | k3
     kl_in: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
     entropy_coef: float = 0.0  # entropy bonus in the loss (entropy is logged either way)
+    # When the sampler is not the trainer (rollout.backend=vllm, or bf16), their log-probs differ a
+    # little and the samples are slightly off-policy. none: ignore it (right for the hf backend in
+    # fp32, where they agree to ~1e-5); truncate: weight each token by min(p_train / p_sample, cap)
+    # (truncated importance sampling); mask: drop tokens whose ratio exceeds cap or is below 1/cap.
+    # The gap is logged either way (train/sampler_kl, node/*/sampler_gap_*). docs/algorithms.md.
+    sampler_correction: str = "none"
+    sampler_cap: float = 2.0
 
     def __post_init__(self) -> None:
         sec = "algorithm"
@@ -212,6 +219,9 @@ class AlgorithmConfig:
         _check_choice(sec, "attribution_agg", self.attribution_agg, ("l1_mean", "l1_max", "grad_x_input"))
         _check_choice(sec, "kl_estimator", self.kl_estimator, ("k1", "k3"))
         _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
+        _check_choice(sec, "sampler_correction", self.sampler_correction, ("none", "truncate", "mask"))
+        if self.sampler_cap <= 1:
+            raise ConfigError(f"algorithm.sampler_cap: must be > 1, got {self.sampler_cap}")
         _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip",
                         "attribution_top_k")
         _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", allow_zero=True)

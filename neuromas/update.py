@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from neuromas.agents import Agents
-from neuromas.algorithms import (KL_ESTIMATORS, clipped_surrogate_loss, clipped_tokens, loss_weights,
-                                 policy_gradient_loss)
+from neuromas.algorithms import (KL_ESTIMATORS, clipped_surrogate_loss, clipped_tokens, kl_k3, loss_weights,
+                                 policy_gradient_loss, sampler_weights)
 from neuromas.config import AlgorithmConfig, TrainConfig
 from neuromas.metrics import Stats
 from neuromas.rollout import Episodes, Message
@@ -46,6 +46,7 @@ class PolicyUpdate:
         _, trained = self._rows(episodes, advantages, index)
         adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in trained}
         stats = Stats()
+        self._proximal: dict[int, torch.Tensor] = {}  # the trainer's own log-probs before this update
         stats.add("rows_trained", float(len(trained)))
         trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
         for epoch in range(self.cfg.epochs):
@@ -76,6 +77,19 @@ class PolicyUpdate:
         """Per-node means (over tokens and epochs) from the accumulated sums, and their node average."""
         return _finish(stats, node_ids, stats["rows_trained"], self.cfg.epochs)
 
+    @staticmethod
+    def _sampler_stats(chunk: list[Message], trained: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor,
+                       stats: Stats) -> None:
+        """How far the sampler's log-probs are from the trainer's, per node: the mean and largest
+        absolute gap per token and a k3 estimate of KL(sampler || trainer) per token."""
+        gap, kl = (trained - sampled).abs() * mask, kl_k3(sampled, trained) * mask
+        for row, m in enumerate(chunk):
+            prefix = f"node/{m.node_id}/"
+            stats.add(prefix + "sampler_tokens", float(mask[row].sum()))
+            stats.add(prefix + "sampler_gap_sum", float(gap[row].sum()))
+            stats.add(prefix + "sampler_kl_sum", float(kl[row].sum()))
+            stats.peak(prefix + "sampler_gap_max", float(gap[row].max()))
+
     def _loss(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
               totals: dict[str, torch.Tensor], stats: Stats, first_epoch: bool) -> torch.Tensor:
         """The loss of one micro-batch (its share of the whole batch's loss), and its statistics."""
@@ -84,11 +98,20 @@ class PolicyUpdate:
         logprobs, mask, entropy = agents.completion_stats(prompts, completions, [m.node_id for m in chunk],
                                                           self.temperature, entropy_grad=cfg.entropy_coef > 0)
         device = logprobs.device
-        old = torch.zeros_like(logprobs)
+        sampled = torch.zeros_like(logprobs)
         for row, m in enumerate(chunk):
-            old[row, :len(m.logprobs)] = m.logprobs.to(device)
+            sampled[row, :len(m.logprobs)] = m.logprobs.to(device)
         nodes = torch.tensor([index[m.node_id] for m in chunk], device=device)
         weights = loss_weights(cfg.loss_agg, nodes, mask, {k: v.to(device) for k, v in totals.items()})
+        if first_epoch:
+            self._sampler_stats(chunk, logprobs.detach(), sampled, mask, stats)
+        old = sampled
+        if cfg.sampler_correction != "none":  # ratios against the trainer's own log-probs, reweighted
+            if first_epoch:
+                for row, m in enumerate(chunk):
+                    self._proximal[id(m)] = logprobs[row].detach().clone()
+            old = torch.stack([self._proximal[id(m)] for m in chunk])
+            weights = weights * sampler_weights(old, sampled, cfg.sampler_correction, cfg.sampler_cap) * mask
         adv = adv.to(device)
         if cfg.loss == "clip":
             loss = clipped_surrogate_loss(logprobs, old, adv, weights, cfg.clip_low, cfg.clip_high)
@@ -153,7 +176,11 @@ def _finish(stats: Stats, node_ids: list[str], num_rows: int, epochs: int) -> di
         out[prefix + "adv_std"] = max(stats[prefix + "adv_sq"] / rows - mean ** 2, 0.0) ** 0.5
         out[prefix + "ratio_max"] = stats[prefix + "ratio_max"]
         out[prefix + "grad_norm"] = stats.get(prefix + "grad_norm")
-    for name in ("entropy", "kl", "clip_frac"):
+        if stats.get(prefix + "sampler_tokens"):
+            out[prefix + "sampler_gap_mean"] = stats[prefix + "sampler_gap_sum"] / stats[prefix + "sampler_tokens"]
+            out[prefix + "sampler_gap_max"] = stats[prefix + "sampler_gap_max"]
+            out[prefix + "sampler_kl"] = stats[prefix + "sampler_kl_sum"] / stats[prefix + "sampler_tokens"]
+    for name in ("entropy", "kl", "clip_frac", "sampler_kl"):
         values = [out[f"node/{n}/{name}"] for n in node_ids if f"node/{n}/{name}" in out]
         if values:
             out[f"train/{name}"] = sum(values) / len(values)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from neuromas.algorithms import gather_logprobs, grpo_advantages, kl_k3, policy_gradient_loss, rloo_advantages
+from neuromas.algorithms import (gather_logprobs, grpo_advantages, kl_k3, policy_gradient_loss, rloo_advantages,
+                                 sampler_weights)
 
 
 def test_rloo_by_hand():
@@ -135,3 +136,12 @@ def test_kl_k1_and_entropy():
     assert torch.allclose(token_entropy(uniform), torch.full((1, 2), math.log(8)))
     peaked = torch.tensor([[[100.0, 0.0, 0.0]]])
     assert token_entropy(peaked).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampler_weights_truncate_and_mask_by_hand():
+    train = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    sample = torch.log(torch.tensor([[1.0, 0.25, 4.0, 0.6]]))  # ratios 1, 4, 0.25, 1/0.6
+    assert torch.equal(sampler_weights(train, sample, "none", 2.0), torch.ones(1, 4))
+    assert torch.allclose(sampler_weights(train, sample, "truncate", 2.0), torch.tensor([[1.0, 2.0, 0.25, 1 / 0.6]]))
+    assert torch.allclose(sampler_weights(train, sample, "mask", 2.0), torch.tensor([[1.0, 0.0, 0.0, 1 / 0.6]]))
+    assert not sampler_weights(train.requires_grad_(True), sample, "truncate", 2.0).requires_grad

@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,41 @@ def test_skipping_zero_advantage_rows_does_not_change_the_gradient(tiny_model_di
     everything = capture_update_grads(trainer, episodes, advantages)
     for name in skipped:
         assert torch.allclose(skipped[name], everything[name], atol=1e-7, rtol=1e-5), name
+
+
+def _shift_sampler(episodes, delta: float) -> None:
+    """Pretend another engine sampled: its log-probs are `delta` above the trainer's on every token."""
+    for m in episodes.messages:
+        m.logprobs = m.logprobs + delta
+
+
+@pytest.mark.parametrize("mode", ["truncate", "mask"])
+def test_a_sampler_that_differs_from_the_trainer_is_measured_and_corrected(tiny_model_dir, tmp_path, mode):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
+    for param in trainer.agents.parameters():
+        param.data.normal_(0, 0.1)
+    episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
+    exact = capture_update_grads(trainer, episodes, advantages)
+    trainer.cfg.algorithm.sampler_correction = mode
+    same = capture_update_grads(trainer, episodes, advantages)  # sampler == trainer: weights of 1
+    for name in exact:
+        assert torch.allclose(same[name], exact[name], atol=1e-7, rtol=1e-5), name
+
+    _shift_sampler(episodes, 0.1)  # p_train / p_sample = exp(-0.1) on every token
+    trainer.cfg.algorithm.sampler_cap = 2.0
+    corrected = capture_update_grads(trainer, episodes, advantages)
+    for name in exact:  # truncate and mask both keep a ratio of 0.905 inside [1/2, 2]
+        assert torch.allclose(corrected[name], math.exp(-0.1) * exact[name], atol=1e-7, rtol=1e-4), name
+    if mode == "mask":  # a cap of 1.05 masks every token: nothing left to train
+        trainer.cfg.algorithm.sampler_cap = 1.05
+        assert all(float(g.abs().max()) == 0 for g in capture_update_grads(trainer, episodes, advantages).values())
+
+    trainer.cfg.algorithm.sampler_correction = "none"
+    stats = trainer.update(episodes, advantages.unsqueeze(1).expand(-1, len(trainer.topology.node_ids)))
+    for node in trainer.topology.node_ids:
+        assert stats[f"node/{node}/sampler_gap_mean"] == pytest.approx(0.1, abs=1e-4)
+        assert stats[f"node/{node}/sampler_gap_max"] == pytest.approx(0.1, abs=1e-4)
+        # k3 of KL(sampler || trainer) with d = log p_train - log p_sample = -0.1 on every token
+        assert stats[f"node/{node}/sampler_kl"] == pytest.approx(math.exp(-0.1) + 0.1 - 1, rel=1e-3)
+    assert stats["train/logprob_gap"] == pytest.approx(0.1, abs=1e-4)
