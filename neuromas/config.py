@@ -164,7 +164,25 @@ class TaskConfig:
 
 
 @dataclass
+class VLLMSettings:
+    """rollout.backend=vllm: one in-process vLLM engine per training process (docs/vllm.md)."""
+
+    gpu_memory_utilization: float = 0.3  # GPU: the engine's share of the device; training keeps the rest
+    kv_cache_gb: float = 1.0  # CPU: KV-cache space in GiB (VLLM_CPU_KVCACHE_SPACE)
+    max_model_len: int = 4096  # prompt + completion tokens of one row
+    sync_dir: Optional[str] = None  # where adapters are written for the engine; null: /dev/shm, else a temp dir
+
+    def __post_init__(self) -> None:
+        _check_positive("rollout.vllm", self, "kv_cache_gb", "max_model_len")
+        if not 0 < self.gpu_memory_utilization < 1:
+            raise ConfigError("rollout.vllm.gpu_memory_utilization: must be in (0, 1), "
+                              f"got {self.gpu_memory_utilization}")
+
+
+@dataclass
 class RolloutConfig:
+    backend: str = "hf"  # hf (transformers generate, grouped LoRA: the exact reference) | vllm
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
     samples_per_question: int = 4  # K full-system samples per question (the advantage group)
     max_new_tokens: int = 64  # per node message
     answer_max_new_tokens: Optional[int] = None  # the answering (sink) node's limit; null: max_new_tokens
@@ -175,6 +193,7 @@ class RolloutConfig:
     micro_batch_size: int = 32  # rows per generate call (bounds memory)
 
     def __post_init__(self) -> None:
+        _check_choice("rollout", "backend", self.backend, ("hf", "vllm"))
         _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "answer_max_new_tokens",
                         "temperature", "top_p", "micro_batch_size")
         if self.top_p > 1:

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from neuromas.agents import Agents, Generation
-from neuromas.config import RolloutConfig
+from neuromas.config import Config, RolloutConfig
 from neuromas.prompts import PromptBuilder
 from neuromas.system import System
 from neuromas.tasks import Sample
@@ -142,7 +142,8 @@ def plan_rollout(topology: Topology, new_nodes: frozenset[str], questions: list[
 
 class Generator(Protocol):
     """What the engine generates with: `Agents` (HF generate with grouped LoRA) by default; a
-    serving backend implements the same call. Rows may each name a different node's adapter."""
+    serving backend (neuromas.vllm_backend) implements the same call and a `sync(agents)` that the
+    engine calls before every rollout. Rows may each name a different node's adapter."""
 
     def generate(self, prompts: list[torch.Tensor], node_ids: list[str], max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> list[Generation]: ...
@@ -171,6 +172,8 @@ class RolloutEngine:
     def execute(self, system: System, plan: RolloutPlan, greedy: bool = False) -> Episodes:
         """Run `plan` layer by layer: one generate call per layer over every row that layer has."""
         topology, agents, backend = system.topology, system.agents, self.backend or system.agents
+        if self.backend is not None:  # a serving engine: send it the adapters if they changed
+            self.backend.sync(agents)
         views = _views(topology, plan.active)
         texts: dict[tuple[int, str], str] = {}
         messages: list[Message] = []
@@ -223,3 +226,14 @@ def _views(topology: Topology, active: dict[bool, frozenset[str]]) -> dict[bool,
         view, id_map = topology.view(set(nodes))
         views[full] = (view, id_map, {v: k for k, v in id_map.items()})
     return views
+
+
+def build_generator(cfg: Config, agents: Agents, seed: int) -> Generator | None:
+    """The rollout backend a recipe asks for: None for hf (the system's own `Agents`)."""
+    if cfg.rollout.backend == "hf":
+        return None
+    from neuromas.models import pick_dtype, resolve_model_path
+    from neuromas.vllm_backend import VLLMBackend
+
+    return VLLMBackend(cfg, resolve_model_path(cfg.model.name), agents.stop_ids, agents.device,
+                       pick_dtype(cfg.model, agents.device), seed)

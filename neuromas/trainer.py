@@ -28,7 +28,7 @@ from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
-from neuromas.rollout import Episodes, RolloutEngine
+from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
 from neuromas.system import System
 from neuromas.tasks import Task, build_task
@@ -64,7 +64,8 @@ class Trainer:
         if self.world.size > 1:  # ranks sample differently from here on
             random.seed(cfg.train.seed + 7919 * self.world.rank)
             torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
-        self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format))
+        self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
+                                    build_generator(cfg, self.agents, cfg.train.seed + 7919 * self.world.rank))
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
         self.state = RunState()
         start = ckpt.check_start(Path(cfg.train.init_from), topology.to_dict()) if cfg.train.init_from else None
@@ -79,6 +80,12 @@ class Trainer:
         self._record_topology()
         # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
         self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
+
+    def close(self) -> None:
+        """Release what the run holds beyond this object: the rollout backend's files, the process group."""
+        if self.engine.backend is not None:
+            self.engine.backend.close()
+        self.world.close()
 
     @property
     def agents(self) -> Agents:
@@ -161,6 +168,8 @@ class Trainer:
         stats.update(assigned.metrics, "mean")
         stats.add("reward/errors", float(self.task.num_reward_errors))  # answers a raising reward scored 0, so far
         stats.update(timer, "max")  # the slowest rank's
+        if self.engine.backend is not None:  # adapters sent to the serving engine before this rollout
+            stats.peak("time/sync", self.engine.backend.last_sync_s)
         metrics = Stats.combine(self.world.gather(stats)).values
         if self.world.size > 1:  # exact over every rank's episodes
             metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))

