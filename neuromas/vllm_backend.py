@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ def lora_capacity(cfg: Config) -> tuple[int, int]:
 
 
 def _import_vllm():
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury the step lines
     try:
         import vllm
         import vllm.inputs
@@ -80,10 +82,12 @@ class VLLMBackend:
         if on_gpu:
             options.update(gpu_memory_utilization=settings.gpu_memory_utilization)
         try:
-            self.llm = vllm.LLM(**options)
+            with _only_gpu(device):
+                self.llm = vllm.LLM(**options)
         except Exception as e:  # noqa: BLE001 - vLLM raises many kinds; the user needs one line
             raise NeuromasError(f"rollout.backend=vllm: the engine did not start: {str(e).splitlines()[0]}") from e
         self.stop_ids = list(stop_ids)
+        self.max_model_len = settings.max_model_len
         self._generator = torch.Generator().manual_seed(seed)
         self._root = Path(settings.sync_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
         self._dir = Path(tempfile.mkdtemp(prefix="neuromas-vllm-", dir=self._root))
@@ -128,6 +132,10 @@ class VLLMBackend:
         unknown = sorted({n for n in node_ids if n != "__base__" and n not in self._requests})
         if unknown:
             raise NeuromasError(f"vLLM backend: no adapter synced for {unknown} (sync before generating)")
+        longest = max(len(p) for p in prompts) + max_new_tokens
+        if longest > self.max_model_len:
+            raise NeuromasError(f"rollout.vllm.max_model_len: a row needs {longest} tokens (prompt + max_new_tokens), "
+                                f"more than {self.max_model_len}; raise it")
         seeds = torch.randint(0, 2 ** 31 - 1, (len(prompts),), generator=self._generator).tolist()
         params = [self._sampling(max_tokens=max_new_tokens, temperature=0.0 if greedy else temperature,
                                  top_p=1.0 if greedy else top_p, top_k=0 if greedy else -1,
@@ -151,7 +159,32 @@ class VLLMBackend:
                           None if greedy else torch.tensor(logprobs, dtype=torch.float32), truncated=not stopped)
 
     def close(self) -> None:
+        """Stop the engine's processes and delete the synced adapters."""
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextmanager
+def _only_gpu(device: torch.device):
+    """While vLLM starts its engine processes, show them only this rank's GPU, so that under
+    torchrun each rank's engine sits beside its own training process (vLLM's workers take the
+    first visible device). Not run here: these machines have no GPU."""
+    if device.type != "cuda":
+        yield
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = before.split(",") if before else [str(i) for i in range(torch.cuda.device_count())]
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[index]
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def _digest(agents: Agents) -> torch.Tensor:

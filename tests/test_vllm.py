@@ -169,3 +169,38 @@ def test_a_training_run_through_the_cli(vllm_model_dir, tmp_path):
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     gaps = [m["train/logprob_gap"] for m in steps if "train/logprob_gap" in m]
     assert len(gaps) == 3 and max(gaps) < 1e-4, gaps
+
+
+def test_a_row_longer_than_the_engine_allows_is_one_line(backend, agents):
+    from neuromas.errors import NeuromasError
+
+    backend.sync(agents)
+    prompt = agents.encode([{"role": "user", "content": "Compute 3 + 4. " * 1000}])
+    with pytest.raises(NeuromasError, match="rollout.vllm.max_model_len: a row needs"):
+        backend.generate([prompt], ["L0N0"], 12)
+
+
+def test_two_processes_each_own_an_engine(vllm_model_dir, tmp_path):
+    """Under torchrun every rank starts its own engine (vLLM's engine core runs in a child
+    process with its own process group) and the ranks stay in step."""
+    from test_distributed import launch
+
+    run_dir = tmp_path / "run"
+    done = launch("torchrun", "-m", "neuromas", "train", str(RECIPE),
+                  *overrides(vllm_model_dir, run_dir, **{"train.questions_per_step": 4, "checkpoint.every": 1}))
+    assert "(2 processes)" in done.stderr and done.stderr.count("neuromas: done") == 1
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    gaps = [m["train/logprob_gap"] for m in steps if "train/logprob_gap" in m]
+    assert len(gaps) == 2 and max(gaps) < 1e-4, gaps
+
+
+def test_each_ranks_engine_is_shown_only_its_own_gpu(monkeypatch):
+    """The engine processes inherit CUDA_VISIBLE_DEVICES at start: rank k's shows only its GPU."""
+    from neuromas.vllm_backend import _only_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with _only_gpu(torch.device("cuda", 1)):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    with _only_gpu(torch.device("cpu")):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
