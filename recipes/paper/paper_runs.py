@@ -41,15 +41,23 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> d
                      "move it aside to keep it, or delete it to train again")
     if not (kept / "wall.json").is_file():
         if not (run_dir / "adapters").is_dir():
-            shutil.rmtree(run_dir, ignore_errors=True)
+            # A run stopped with the session resumes from its last checkpoint (every 8 steps; a
+            # resumed run logs the same metrics as one never stopped, tests/test_growth.py).
+            resume = ["--resume", str(run_dir)] if (run_dir / "recipe.txt").is_file() \
+                and (run_dir / "recipe.txt").read_text() == made_from and any(run_dir.glob("checkpoints/step_*")) \
+                else []
+            if not resume:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir(parents=True)
+                (run_dir / "recipe.txt").write_text(made_from)
             start, load = time.perf_counter(), os.getloadavg()[0]
             cmd = [sys.executable, "-m", "neuromas", "train", recipe, f"train.seed={seed}",
-                   f"tracking.run_dir={run_dir}", *overrides]
+                   f"tracking.run_dir={run_dir}", "checkpoint.every=8", *overrides, *resume]
             print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[3:])}", file=sys.stderr)
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            (run_dir / "recipe.txt").write_text(made_from)
             (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start, "load_before": load,
-                                                           "load_after": os.getloadavg()[0]}) + "\n")
+                                                           "load_after": os.getloadavg()[0],
+                                                           "resumed": bool(resume)}) + "\n")
         kept.mkdir(parents=True, exist_ok=True)
         for file in KEPT:
             shutil.copyfile(run_dir / file, kept / file)
