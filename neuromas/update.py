@@ -83,6 +83,7 @@ class PolicyUpdate:
         """How far the sampler's log-probs are from the trainer's, per node: the mean and largest
         absolute gap per token and a k3 estimate of KL(sampler || trainer) per token."""
         gap, kl = (trained - sampled).abs() * mask, kl_k3(sampled, trained) * mask
+        stats.peak("train/logprob_gap", float(gap.max()))  # in fp32 a gap above ~1e-4 means stale weights
         for row, m in enumerate(chunk):
             prefix = f"node/{m.node_id}/"
             stats.add(prefix + "sampler_tokens", float(mask[row].sum()))
@@ -127,9 +128,6 @@ class PolicyUpdate:
             loss = loss - cfg.entropy_coef * (entropy * weights).sum()
         stats.add("train/loss", float(loss.detach()))
         per_token["clipped"] = clipped_tokens(logprobs.detach(), old, adv, cfg.clip_low, cfg.clip_high).float()
-        if first_epoch:  # sampling and training log-probs must agree; a gap means stale weights
-            gap = float(((logprobs.detach() - old).abs() * mask).max())
-            stats.peak("train/logprob_gap", gap)
         for row, m in enumerate(chunk):
             n = int(mask[row].sum())
             prefix = f"node/{m.node_id}/"
