@@ -142,8 +142,9 @@ def plan_rollout(topology: Topology, new_nodes: frozenset[str], questions: list[
 
 class Generator(Protocol):
     """What the engine generates with: `Agents` (HF generate with grouped LoRA) by default; a
-    serving backend (neuromas.vllm_backend) implements the same call and a `sync(agents)` that the
-    engine calls before every rollout. Rows may each name a different node's adapter."""
+    serving backend (neuromas.vllm_backend) implements the same call, plus `sync(agents)`, which
+    the engine calls before every rollout, `last_sync_s` and `close()`. Rows may each name a
+    different node's adapter."""
 
     def generate(self, prompts: list[torch.Tensor], node_ids: list[str], max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> list[Generation]: ...
@@ -168,6 +169,15 @@ class RolloutEngine:
         """
         plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
         return self.execute(system, plan, greedy)
+
+    def sync_seconds(self) -> float | None:
+        """Time the last rollout spent sending adapters to a serving backend (None: the hf backend)."""
+        return None if self.backend is None else self.backend.last_sync_s
+
+    def close(self) -> None:
+        """Stop a serving backend and delete the adapters it was sent."""
+        if self.backend is not None:
+            self.backend.close()
 
     def execute(self, system: System, plan: RolloutPlan, greedy: bool = False) -> Episodes:
         """Run `plan` layer by layer: one generate call per layer over every row that layer has."""

@@ -82,9 +82,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
 
     def close(self) -> None:
-        """Release what the run holds beyond this object: the rollout backend's files, the process group."""
-        if self.engine.backend is not None:
-            self.engine.backend.close()
+        """Release what the run holds beyond this object: the rollout backend, the process group."""
+        self.engine.close()
         self.world.close()
 
     @property
@@ -168,8 +167,8 @@ class Trainer:
         stats.update(assigned.metrics, "mean")
         stats.add("reward/errors", float(self.task.num_reward_errors))  # answers a raising reward scored 0, so far
         stats.update(timer, "max")  # the slowest rank's
-        if self.engine.backend is not None:  # adapters sent to the serving engine before this rollout
-            stats.peak("time/sync", self.engine.backend.last_sync_s)
+        if self.engine.sync_seconds() is not None:  # adapters sent to a serving backend before this rollout
+            stats.peak("time/sync", self.engine.sync_seconds())
         metrics = Stats.combine(self.world.gather(stats)).values
         if self.world.size > 1:  # exact over every rank's episodes
             metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))

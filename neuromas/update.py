@@ -46,7 +46,7 @@ class PolicyUpdate:
         _, trained = self._rows(episodes, advantages, index)
         adv = {id(m): float(advantages[m.episode, index[m.node_id]]) for m in trained}
         stats = Stats()
-        self._proximal: dict[int, torch.Tensor] = {}  # the trainer's own log-probs before this update
+        proximal: dict[int, torch.Tensor] = {}  # each row's log-probs under the trainer before this update
         stats.add("rows_trained", float(len(trained)))
         trained.sort(key=lambda m: len(m.prompt_ids) + len(m.completion_ids))
         for epoch in range(self.cfg.epochs):
@@ -54,7 +54,7 @@ class PolicyUpdate:
             for start in range(0, len(trained), self.train.micro_batch_size):
                 chunk = trained[start:start + self.train.micro_batch_size]
                 loss = self._loss(agents, chunk, torch.tensor([adv[id(m)] for m in chunk]), index, totals, stats,
-                                  first_epoch=epoch == 0)
+                                  proximal, first_epoch=epoch == 0)
                 optimizer.accumulate(loss)
             # Every rank steps when any rank trained (the step is collective), even with nothing of its own.
             if totals["trained_rows"] > 0:
@@ -92,7 +92,8 @@ class PolicyUpdate:
             stats.peak(prefix + "sampler_gap_max", float(gap[row].max()))
 
     def _loss(self, agents: Agents, chunk: list[Message], adv: torch.Tensor, index: dict[str, int],
-              totals: dict[str, torch.Tensor], stats: Stats, first_epoch: bool) -> torch.Tensor:
+              totals: dict[str, torch.Tensor], stats: Stats, proximal: dict[int, torch.Tensor],
+              first_epoch: bool) -> torch.Tensor:
         """The loss of one micro-batch (its share of the whole batch's loss), and its statistics."""
         cfg = self.cfg
         prompts, completions = [m.prompt_ids for m in chunk], [m.completion_ids for m in chunk]
@@ -110,8 +111,8 @@ class PolicyUpdate:
         if cfg.sampler_correction != "none":  # ratios against the trainer's own log-probs, reweighted
             if first_epoch:
                 for row, m in enumerate(chunk):
-                    self._proximal[id(m)] = logprobs[row].detach().clone()
-            old = torch.stack([self._proximal[id(m)] for m in chunk])
+                    proximal[id(m)] = logprobs[row].detach().clone()
+            old = torch.stack([proximal[id(m)] for m in chunk])
             weights = weights * sampler_weights(old, sampled, cfg.sampler_correction, cfg.sampler_cap) * mask
         adv = adv.to(device)
         if cfg.loss == "clip":
