@@ -17,6 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf import errors as oc_errors
 
+from neuromas.aggregation import AGGREGATIONS
 from neuromas.errors import ConfigError
 
 
@@ -76,14 +77,20 @@ class AgentsConfig:
 
 @dataclass
 class TopologyConfig:
-    widths: list[int] = field(default_factory=lambda: [2, 1])  # nodes per layer; last must be 1
+    widths: list[int] = field(default_factory=lambda: [2, 1])  # nodes per layer; last 1 unless it is combined
     connectivity: str = "full"  # full | sparse | skip | edges
     fan_in: int = 2  # sparse: how many nodes of the previous layer each node reads
     edges: Optional[list[list[str]]] = None  # edges: explicit [source_id, target_id] pairs
+    # layer -> how its messages are combined before later layers read them (neuromas.aggregation):
+    # concat (default) | vote | select:majority | select:shortest | select:longest | select:judge.
+    # A negative layer counts from the end, so {-1: vote} stays on the last layer as growth deepens.
+    aggregation: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_choice("topology", "connectivity", self.connectivity, ("full", "sparse", "skip", "edges"))
         _check_positive("topology", self, "fan_in")
+        for how in self.aggregation.values():
+            _check_choice("topology", "aggregation", how, AGGREGATIONS)
 
 
 DEFAULT_SYSTEM = (
@@ -106,6 +113,11 @@ class PromptsConfig:
     user: str = DEFAULT_USER
     task_block: str = "Task: {question}\n\n"  # how {task} is rendered
     input_block: str = "Message from layer {layer}, node {index}:\n{text}\n\n"  # one per upstream message
+    # a combined layer's one message (topology.aggregation); {how}: vote, select:majority, ...
+    combined_block: str = "Message from layer {layer}, its {width} nodes combined by {how}:\n{text}\n\n"
+    # select:judge: what the frozen base reads to pick one of a layer's messages
+    judge: str = "Task: {question}\n\n{candidates}Which candidate answers the task best? Reply with its number only."
+    judge_candidate: str = "Candidate {number}:\n{text}\n\n"
     empty_message: str = "(no text)"  # stands in for an empty upstream message
     hidden_place: str = "Your message is read by nodes of a later layer."
     sink_place: str = "You are the last node: your reply is the network's answer."
@@ -191,11 +203,12 @@ class RolloutConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     micro_batch_size: int = 32  # rows per generate call (bounds memory)
+    judge_max_new_tokens: int = 8  # select:judge (topology.aggregation): the base's greedy reply naming a candidate
 
     def __post_init__(self) -> None:
         _check_choice("rollout", "backend", self.backend, ("hf", "vllm"))
         _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "answer_max_new_tokens",
-                        "temperature", "top_p", "micro_batch_size")
+                        "temperature", "top_p", "micro_batch_size", "judge_max_new_tokens")
         if self.top_p > 1:
             raise ConfigError(f"rollout.top_p: must be in (0, 1], got {self.top_p}")
 

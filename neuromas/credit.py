@@ -13,7 +13,7 @@
   gradient of its node's log-probability of that message with respect to the embeddings of
   the upstream messages in its prompt gives each input a salience (mean or max L1 norm over
   the span, or |gradient x input|); normalised over a node's inputs (optionally its top k)
-  these are shares that sum to 1. From the sink (weight 1), a node's weight is the sum over
+  these are shares that sum to 1. From the answering nodes (weight 1 each), a node's weight is the sum over
   its readers of reader weight x share, and its advantage is the episode's advantage times
   its weight times its layer's width (so with full connectivity the mean scale is 1).
 With one final reward per episode, per-node grouping of K full-system samples equals
@@ -154,11 +154,12 @@ def normalise_shares(scores: dict[str, float], top_k: int | None) -> dict[str, f
     return {k: (scores[k] / total if total > 0 else 1 / len(kept)) if k in kept else 0.0 for k in scores}
 
 
-def attribution_weights(sink_id: str, order: list[str], shares: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Weights of one episode's nodes: the sink 1; any other node the sum over its readers of
-    reader weight x the share the reader gave it. `order`: the episode's nodes, sink last."""
-    weights = {node: 0.0 for node in order}
-    weights[sink_id] = 1.0
+def attribution_weights(answer_ids: list[str], order: list[str],
+                        shares: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Weights of one episode's nodes: each answering node (the sink) 1; any other node the sum
+    over its readers of reader weight x the share the reader gave it. `order`: the episode's
+    nodes, layer by layer."""
+    weights = {node: float(node in answer_ids) for node in order}
     for reader in reversed(order):
         for src, share in shares.get(reader, {}).items():
             weights[src] += weights[reader] * share
@@ -169,9 +170,9 @@ def _attribution(out: torch.Tensor, episodes: Episodes, shares, node_ids: list[s
     """Scale each regular episode's advantages by its nodes' attribution weights, in place."""
     for e in range(episodes.num_regular):
         order = [m.node_id for m in episodes.messages if m.episode == e]
-        weights = attribution_weights(episodes.sink_id, order, {n: shares.get((e, n), {}) for n in order})
+        weights = attribution_weights(episodes.answer_ids, order, {n: shares.get((e, n), {}) for n in order})
         for node, weight in weights.items():
-            scale = 1.0 if node == episodes.sink_id else weight * widths[node]
+            scale = 1.0 if node in episodes.answer_ids else weight * widths[node]
             out[e, node_ids.index(node)] *= scale
 
 

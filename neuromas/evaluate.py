@@ -58,7 +58,7 @@ def evaluate(request: EvalRequest) -> dict:
     questions = questions[:request.num_questions] if request.num_questions else questions
     if not questions:
         raise NeuromasError(f"--split {request.split}: the task has no such split (see task.test_path)")
-    engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format))
+    engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), vote=task.vote)
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
               "note": note, "question_ids": [q.id for q in questions]}

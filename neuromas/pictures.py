@@ -13,7 +13,8 @@ from neuromas.topology import Topology
 
 
 def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
-    """Layers left to right, nodes labelled by id, the sink highlighted."""
+    """Layers left to right, nodes labelled by id, the answering layer highlighted, each combined
+    layer's aggregation written under it."""
     positions = {}
     for layer in topology.layers:
         for node in layer:
@@ -26,17 +27,18 @@ def draw_topology(topology: Topology, path: Path, title: str = "") -> Path:
         ax.annotate("", xy=(x1 - 0.17, y1), xytext=(x0 + 0.17, y0),
                     arrowprops=dict(arrowstyle="->", color="0.55", lw=1.0, shrinkA=0, shrinkB=0))
     for node_id, (x, y) in positions.items():
-        sink = node_id == topology.sink.id
+        sink = node_id in topology.answer_ids
         ax.add_patch(Circle((x, y), 0.17, color="#d95f02" if sink else "#1b9e77", zorder=3))
         ax.text(x, y, node_id, ha="center", va="center", color="white", fontsize=8, zorder=4, weight="bold")
     for l, width in enumerate(topology.widths):
-        ax.text(l, -(height - 1) / 2 - 0.6, f"layer {l}\n{width} node{'s' * (width > 1)}", ha="center",
+        how = f"\n{topology.aggregation[l]}" if topology.combines(l) else ""
+        ax.text(l, -(height - 1) / 2 - 0.6, f"layer {l}\n{width} node{'s' * (width > 1)}{how}", ha="center",
                 va="top", fontsize=8, color="0.3")
     ax.set_xlim(-0.5, topology.depth - 0.5)
-    ax.set_ylim(-(height - 1) / 2 - 1.2, (height - 1) / 2 + 0.5)
+    ax.set_ylim(-(height - 1) / 2 - 1.4, (height - 1) / 2 + 0.5)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or f"widths {topology.widths}, {len(topology.edges)} edges (sink in orange)", fontsize=9)
+    ax.set_title(title or f"widths {topology.widths}, {len(topology.edges)} edges (answering in orange)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     return path

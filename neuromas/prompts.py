@@ -7,12 +7,23 @@ that feed it, labelled by position only. It never names a role: what a node does
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from neuromas.config import PromptsConfig
 from neuromas.errors import ConfigError
 from neuromas.topology import Node, Topology, parse_node_id
 
 SYSTEM_FIELDS = ("index", "width", "layer", "num_layers", "widths", "place")
 USER_FIELDS = ("task", "inputs", "instruction")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One upstream input of a prompt: a node's message, or a combined layer's message."""
+
+    source: str  # the upstream node id, or "L<layer>" for a combined layer
+    text: str  # the whole block as it appears in the prompt
+    part: str  # the message inside it (whose token span attribution reads)
 
 
 class PromptBuilder:
@@ -23,11 +34,12 @@ class PromptBuilder:
         self.answer_format = answer_format
         self._check_templates()
 
-    def messages(self, topo: Topology, node: Node, question: str, inputs: dict[str, str]) -> list[dict[str, str]]:
-        """Chat messages for `node` of `topo`. `inputs` maps each predecessor id to its message text."""
-        assert set(inputs) == set(topo.predecessors(node.id)), (node.id, sorted(inputs))
+    def messages(self, topo: Topology, node: Node, question: str, inputs: dict[str, str],
+                 combined: dict[int, str] | None = None) -> list[dict[str, str]]:
+        """Chat messages for `node` of `topo`. `inputs` maps each predecessor id in a concat layer
+        to its message text; `combined` maps each combined layer it reads to that layer's message."""
         cfg = self.cfg
-        is_sink = node == topo.sink
+        is_sink = node.layer == topo.depth - 1
         position = dict(
             index=node.index + 1,
             width=topo.widths[node.layer],
@@ -40,15 +52,34 @@ class PromptBuilder:
         task = cfg.task_block.format(question=question) if sees_task else ""
         instruction = (cfg.sink_instruction.format(answer_format=self.answer_format)
                        if is_sink else cfg.hidden_instruction)
-        user = cfg.user.format(task=task, inputs=self._inputs(inputs), instruction=instruction)
+        blocks = "".join(b.text for b in self.blocks(topo, node, inputs, combined or {}))
+        user = cfg.user.format(task=task, inputs=blocks, instruction=instruction)
         return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
 
-    def _inputs(self, inputs: dict[str, str]) -> str:
-        return "".join(self.input_block(src, inputs[src]) for src in sorted(inputs, key=_order))
+    def blocks(self, topo: Topology, node: Node, inputs: dict[str, str], combined: dict[int, str]) -> list[Block]:
+        """The input blocks of `node`'s prompt, in order: by layer, a combined layer's one block in
+        place of its nodes' messages."""
+        predecessors = topo.predecessors(node.id)
+        read = {parse_node_id(p).layer for p in predecessors if topo.combines(parse_node_id(p).layer)}
+        assert set(combined) == read and set(inputs) == {p for p in predecessors
+                                                         if parse_node_id(p).layer not in read}, (node.id, inputs)
+        out = []
+        for layer in sorted({parse_node_id(p).layer for p in predecessors}):
+            if layer in read:
+                part = self.rendered_input(combined[layer])
+                out.append(Block(f"L{layer}", self.cfg.combined_block.format(
+                    layer=layer + 1, width=topo.widths[layer], how=topo.aggregation[layer], text=part), part))
+                continue
+            for src in sorted((p for p in inputs if parse_node_id(p).layer == layer), key=_order):
+                part, index = self.rendered_input(inputs[src]), parse_node_id(src).index + 1
+                out.append(Block(src, self.cfg.input_block.format(layer=layer + 1, index=index, text=part), part))
+        return out
 
-    def input_block(self, node_id: str, text: str) -> str:
-        node = parse_node_id(node_id)
-        return self.cfg.input_block.format(layer=node.layer + 1, index=node.index + 1, text=self.rendered_input(text))
+    def judge_messages(self, question: str, candidates: list[str]) -> list[dict[str, str]]:
+        """What the frozen base reads to pick one of a layer's messages (select:judge)."""
+        listed = "".join(self.cfg.judge_candidate.format(number=i + 1, text=self.rendered_input(text))
+                         for i, text in enumerate(candidates))
+        return [{"role": "user", "content": self.cfg.judge.format(question=question, candidates=listed).strip()}]
 
     def rendered_input(self, text: str) -> str:
         """An upstream message as it appears in its reader's prompt."""
@@ -61,6 +92,9 @@ class PromptBuilder:
             "user": (self.cfg.user, USER_FIELDS),
             "task_block": (self.cfg.task_block, ("question",)),
             "input_block": (self.cfg.input_block, ("layer", "index", "text")),
+            "combined_block": (self.cfg.combined_block, ("layer", "width", "how", "text")),
+            "judge": (self.cfg.judge, ("question", "candidates")),
+            "judge_candidate": (self.cfg.judge_candidate, ("number", "text")),
             "sink_instruction": (self.cfg.sink_instruction, ("answer_format",)),
         }
         for name, (template, fields) in checks.items():

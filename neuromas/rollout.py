@@ -9,17 +9,19 @@ never re-tokenizes text.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 import torch
 
-from neuromas.agents import Agents, Generation
+from neuromas.agents import BASE, Agents, Generation
+from neuromas.aggregation import Combined, Vote, combine, parse_judge
 from neuromas.config import Config, RolloutConfig
 from neuromas.prompts import PromptBuilder
 from neuromas.system import System
 from neuromas.tasks import Sample
+from neuromas.tasks.votes import boxed_vote
 from neuromas.topology import Topology, parse_node_id
 
 
@@ -58,10 +60,11 @@ class Episodes:
     samples: list[Sample]  # [E] the task sample of each episode
     group_ids: torch.Tensor  # [E] int64, question index within the batch (advantage group)
     messages: list[Message]  # every generated message of every episode, layer by layer
-    sink_id: str
+    answer_ids: list[str]  # the answering nodes (the last layer): one sink, or a combined layer's nodes
     full: list[bool]  # [E] whether the episode included the growth-gated new nodes
     num_regular: int  # episodes before the branch copies
     branches: list[tuple[int, str, list[int]]]  # (source episode, branched node, its copy episodes)
+    combined: dict[tuple[int, int], Combined] = field(default_factory=dict)  # (episode, layer) -> its combination
 
     @property
     def num_episodes(self) -> int:
@@ -76,16 +79,27 @@ class Episodes:
         return out
 
     def answers(self) -> list[str]:
-        """The sink's text of each episode, in episode order."""
-        by_episode = {m.episode: m.text for m in self.of_node(self.sink_id)}
+        """The system's answer of each episode, in episode order: the sink's text, or the last
+        layer's combination."""
+        last = parse_node_id(self.answer_ids[0]).layer
+        if (0, last) in self.combined:
+            return [self.combined[e, last].text for e in range(self.num_episodes)]
+        by_episode = {m.episode: m.text for m in self.of_node(self.answer_ids[0])}
         return [by_episode[e] for e in range(self.num_episodes)]
 
     def of_node(self, node_id: str) -> list[Message]:
         return self._by_node.get(node_id, [])
 
     def transcript(self, episode: int) -> list[tuple[str, str]]:
-        """(node id, text) of every message of one episode, layer by layer."""
-        return [(m.node_id, m.text) for m in self.messages if m.episode == episode]
+        """(node id, text) of every message of one episode, layer by layer, each combined layer's
+        combination after its messages as ("L<layer> combined", text)."""
+        out, layers = [], sorted({layer for e, layer in self.combined if e == episode})
+        for m in (m for m in self.messages if m.episode == episode):
+            layer = parse_node_id(m.node_id).layer
+            while layers and layers[0] < layer:
+                out.append((f"L{layers[0]} combined", self.combined[episode, layers.pop(0)].text))
+            out.append((m.node_id, m.text))
+        return out + [(f"L{layer} combined", self.combined[episode, layer].text) for layer in layers]
 
 
 @dataclass(frozen=True)
@@ -154,10 +168,12 @@ class RolloutEngine:
     """Runs a `System` layer by layer; holds only the rollout settings, the prompt builder and,
     when not the system's own `Agents`, the generation backend."""
 
-    def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder, backend: Generator | None = None):
+    def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder, backend: Generator | None = None,
+                 vote: Vote | None = None):
         self.cfg = cfg
         self.prompts = prompts
         self.backend = backend
+        self.vote = vote or boxed_vote  # the answer a message holds (Task.vote), for combined layers
 
     def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
@@ -186,15 +202,17 @@ class RolloutEngine:
             self.backend.sync(agents)
         views = _views(topology, plan.active)
         texts: dict[tuple[int, str], str] = {}
+        combined: dict[tuple[int, int], Combined] = {}
         messages: list[Message] = []
-        for layer in topology.layers:
+        text_of = lambda e, n: texts[e, n] if (e, n) in texts else texts[plan.source[e], n]  # noqa: E731
+        combined_of = lambda e, l: combined[e, l] if (e, l) in combined else combined[plan.source[e], l]  # noqa: E731
+        for l, layer in enumerate(topology.layers):
             rows = [(e, node) for node in layer for e in range(plan.num_episodes) if plan.runs(e, node.id)]
             if not rows:
                 continue  # a new layer gated out of every episode
-            lookup = lambda e, n: texts[e, n] if (e, n) in texts else texts[plan.source[e], n]  # noqa: E731
-            encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e].question, lookup, e)
-                       for e, node in rows]
-            limit = self.cfg.answer_max_new_tokens if layer[0].id == topology.sink.id else None
+            encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e].question, text_of,
+                                    combined_of, e) for e, node in rows]
+            limit = self.cfg.answer_max_new_tokens if l == topology.depth - 1 else None
             generations = self._generate(backend, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
                                          limit or self.cfg.max_new_tokens)
             for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
@@ -202,20 +220,47 @@ class RolloutEngine:
                 texts[e, node.id] = text
                 messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated,
                                         spans))
-        return Episodes(plan.samples, plan.group_ids, messages, topology.sink.id, plan.full, plan.num_regular,
-                        plan.branches)
+            if topology.combines(l):
+                combined.update(self._combine(backend, agents, topology, l, plan, sorted({e for e, _ in rows}),
+                                              text_of))
+        return Episodes(plan.samples, plan.group_ids, messages, topology.answer_ids, plan.full, plan.num_regular,
+                        plan.branches, combined)
 
-    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, episode: int):
+    def _combine(self, backend: Generator, agents: Agents, topology: Topology, layer: int, plan: RolloutPlan,
+                 episodes: list[int], text_of) -> dict[tuple[int, int], Combined]:
+        """Layer `layer`'s combination in each of `episodes` (those that ran a node of it), over
+        the nodes each episode runs. select:judge asks the frozen base, in one generate call."""
+        how = topology.aggregation[layer]
+        groups = {e: [(n.id, text_of(e, n.id)) for n in topology.layers[layer] if n.id in plan.active[plan.full[e]]]
+                  for e in episodes}
+        choices = {}
+        if how == "select:judge":
+            prompts = [agents.encode_with_spans(self.prompts.judge_messages(plan.samples[e].question,
+                                                                            [t for _, t in groups[e]]), [])[0]
+                       for e in episodes]
+            replies = backend.generate(prompts, [BASE] * len(prompts), self.cfg.judge_max_new_tokens, greedy=True)
+            choices = {e: parse_judge(agents.decode(r.completion_ids), len(groups[e]))
+                       for e, r in zip(episodes, replies)}
+        return {(e, layer): combine(how, groups[e], self.vote, choices.get(e)) for e in episodes}
+
+    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, combined_of, episode: int):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
-        view), and the token span of each upstream message in it."""
+        view), and the token span of each upstream message in it (a combined layer's span goes to
+        the node its combination came from)."""
         view, id_map, to_own = view
         node = parse_node_id(id_map[node_id])
-        sources = view.predecessors(node.id)  # rendered in this order
-        inputs = {src: text_of(episode, to_own[src]) for src in sources}
-        find = [(self.prompts.input_block(src, inputs[src]), self.prompts.rendered_input(inputs[src]))
-                for src in sources]
-        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs), find)
-        return ids, {to_own[src]: span for src, span in zip(sources, spans)}
+        inputs, combined, owner = {}, {}, {}
+        for src in view.predecessors(node.id):
+            own, view_layer = to_own[src], parse_node_id(src).layer
+            if view.combines(view_layer):
+                found = combined_of(episode, parse_node_id(own).layer)
+                combined[view_layer], owner[f"L{view_layer}"] = found.text, found.source
+            else:
+                inputs[src], owner[src] = text_of(episode, own), own
+        blocks = self.prompts.blocks(view, node, inputs, combined)
+        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs, combined),
+                                              [(b.text, b.part) for b in blocks])
+        return ids, {owner[b.source]: span for b, span in zip(blocks, spans) if owner[b.source] is not None}
 
     def _generate(self, backend: Generator, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool,
                   max_new_tokens: int) -> list[Generation]:

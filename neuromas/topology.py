@@ -1,7 +1,9 @@
 """The layered graph of nodes: who reads whom.
 
 Nodes have stable ids ``L<layer>N<index>`` (0-based). Edges always go from an earlier layer
-to a later one; the last layer is a single sink node whose message is the system's answer.
+to a later one. Each layer has an aggregation (`neuromas.aggregation`): how its messages are
+combined before later layers read them. The last layer answers: a single sink node whose
+message is the system's answer, or several nodes whose combination (a vote, a selection) is.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def parse_node_id(node_id: str) -> Node:
 class Topology:
     """A validated layered DAG. Construct with `Topology(widths, edges)` or `from_config`."""
 
-    def __init__(self, widths: list[int], edges: list[tuple[str, str]]):
+    def __init__(self, widths: list[int], edges: list[tuple[str, str]], aggregation: list[str] | None = None):
         self.widths = list(widths)
-        _check_widths(self.widths)
+        self.aggregation = list(aggregation or ["concat"] * len(self.widths))  # per layer
+        assert len(self.aggregation) == len(self.widths), (self.aggregation, self.widths)
+        _check_widths(self.widths, self.aggregation)
         self.layers: list[list[Node]] = [[Node(l, i) for i in range(w)] for l, w in enumerate(self.widths)]
         self.nodes: list[Node] = [n for layer in self.layers for n in layer]
         self.edges: list[tuple[str, str]] = sorted(set(edges), key=_edge_order)
@@ -51,20 +55,21 @@ class Topology:
 
     @classmethod
     def from_config(cls, cfg: TopologyConfig) -> "Topology":
-        _check_widths(cfg.widths)
+        aggregation = _aggregation(cfg)
+        _check_widths(cfg.widths, aggregation)
         if cfg.connectivity == "edges":
             if not cfg.edges:
                 raise ConfigError("topology.edges: required when topology.connectivity is edges")
             bad = [e for e in cfg.edges if len(e) != 2]
             if bad:
                 raise ConfigError(f"topology.edges: each edge is [source, target], got {bad[0]}")
-            return cls(cfg.widths, [(s, d) for s, d in cfg.edges])
+            return cls(cfg.widths, [(s, d) for s, d in cfg.edges], aggregation)
         read = cfg.widths[:-1]  # the layers a later layer reads
         if cfg.connectivity == "sparse" and read and cfg.fan_in > max(read):
             raise ConfigError(f"topology.fan_in: {cfg.fan_in} is more nodes than any layer of widths {cfg.widths} "
                               f"holds (at most {max(read)}); with fan_in = the layer width, sparse is full")
         builders = {"full": _full_edges, "skip": _skip_edges, "sparse": lambda w: _sparse_edges(w, cfg.fan_in)}
-        return cls(cfg.widths, builders[cfg.connectivity](cfg.widths))
+        return cls(cfg.widths, builders[cfg.connectivity](cfg.widths), aggregation)
 
     @property
     def depth(self) -> int:
@@ -72,7 +77,18 @@ class Topology:
 
     @property
     def sink(self) -> Node:
+        """The single answering node (a system ending in a combined layer has none)."""
+        assert self.widths[-1] == 1, f"widths {self.widths} end in a combined layer of {self.widths[-1]} nodes"
         return self.layers[-1][0]
+
+    @property
+    def answer_ids(self) -> list[str]:
+        """The answering nodes: the last layer's (one sink, or the nodes a last layer combines)."""
+        return [n.id for n in self.layers[-1]]
+
+    def combines(self, layer: int) -> bool:
+        """Whether later layers read `layer`'s messages combined into one (not each on its own)."""
+        return self.aggregation[layer] != "concat"
 
     @property
     def node_ids(self) -> list[str]:
@@ -122,21 +138,22 @@ class Topology:
 
         edges = [(id_map[src], id_map[dst]) for dst in id_map for src in sources(dst)]
         widths = [sum(n.id in active for n in self.layers[l]) for l in kept_layers]
-        return Topology(widths, edges), id_map
+        return Topology(widths, edges, [self.aggregation[l] for l in kept_layers]), id_map
 
     def describe(self) -> str:
         """A text picture: one line per layer, then each node's inputs."""
-        lines = [f"layer {l}: " + "  ".join(n.id for n in layer) for l, layer in enumerate(self.layers)]
+        lines = [f"layer {l}" + (f" ({self.aggregation[l]})" if self.combines(l) else "") + ": "
+                 + "  ".join(n.id for n in layer) for l, layer in enumerate(self.layers)]
         lines += [f"{n.id} <- {', '.join(self._predecessors[n.id])}" for n in self.nodes if self._predecessors[n.id]]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"widths": self.widths, "edges": [list(e) for e in self.edges]}
+        return {"widths": self.widths, "edges": [list(e) for e in self.edges], "aggregation": self.aggregation}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Topology":
         """The inverse of `to_dict` (as stored in checkpoints)."""
-        return cls(data["widths"], [tuple(e) for e in data["edges"]])
+        return cls(data["widths"], [tuple(e) for e in data["edges"]], data.get("aggregation"))
 
     def _check_edge(self, src: str, dst: str) -> None:
         s, d = parse_node_id(src), parse_node_id(dst)
@@ -151,17 +168,28 @@ class Topology:
         for node in self.nodes:
             if node.layer > 0 and not self._predecessors[node.id]:
                 raise ConfigError(f"topology: node {node.id} has no inputs (unreachable)")
-            if node != self.sink and not self._successors[node.id]:
+            if node.layer < self.depth - 1 and not self._successors[node.id]:
                 raise ConfigError(f"topology: node {node.id} feeds no later node, so it cannot reach the sink")
 
 
-def _check_widths(widths: list[int]) -> None:
+def _check_widths(widths: list[int], aggregation: list[str]) -> None:
     if not widths:
         raise ConfigError("topology.widths: needs at least one layer")
     if any(w < 1 for w in widths):
         raise ConfigError(f"topology.widths: every layer needs at least one node, got {widths}")
-    if widths[-1] != 1:
-        raise ConfigError(f"topology.widths: the last layer must be a single sink node, got {widths}")
+    if widths[-1] != 1 and aggregation[-1] == "concat":
+        raise ConfigError(f"topology.widths: the last layer must be a single sink node, got {widths} "
+                          "(or combine it: topology.aggregation={-1: vote})")
+
+
+def _aggregation(cfg: TopologyConfig) -> list[str]:
+    """`cfg.aggregation` (layer -> kind, negative from the end) as one kind per layer."""
+    out = ["concat"] * len(cfg.widths)
+    for layer, how in cfg.aggregation.items():
+        if not -len(out) <= layer < len(out):
+            raise ConfigError(f"topology.aggregation: layer {layer} is not a layer of widths {cfg.widths}")
+        out[layer] = how
+    return out
 
 
 def _edge_order(edge: tuple[str, str]) -> tuple:

@@ -65,7 +65,8 @@ class Trainer:
             random.seed(cfg.train.seed + 7919 * self.world.rank)
             torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
         self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
-                                    build_generator(cfg, self.agents, cfg.train.seed + 7919 * self.world.rank))
+                                    build_generator(cfg, self.agents, cfg.train.seed + 7919 * self.world.rank),
+                                    self.task.vote)
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
         self.state = RunState()
         start = ckpt.check_start(Path(cfg.train.init_from), topology.to_dict()) if cfg.train.init_from else None

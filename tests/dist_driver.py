@@ -34,7 +34,7 @@ def select_questions(episodes: Episodes, advantages: torch.Tensor, groups: range
     for m in messages:
         m.episode = new_index[m.episode]
     subset = Episodes([episodes.samples[e] for e in keep], episodes.group_ids[keep] - groups.start, messages,
-                      episodes.sink_id, [episodes.full[e] for e in keep], len(keep), [])
+                      episodes.answer_ids, [episodes.full[e] for e in keep], len(keep), [])
     return subset, advantages[keep]
 
 

@@ -18,7 +18,7 @@ def fake_episodes(present: dict[str, list[int]], num_episodes: int, branches=())
     """Episodes with messages only where `present` says; token contents do not matter here."""
     one = torch.tensor([1])
     messages = [Message(e, node, one, one, torch.zeros(1), "", False, {}) for node, eps in present.items() for e in eps]
-    return Episodes([None] * num_episodes, torch.zeros(num_episodes).long(), messages, "L1N0", [True] * num_episodes,
+    return Episodes([None] * num_episodes, torch.zeros(num_episodes).long(), messages, ["L1N0"], [True] * num_episodes,
                     num_regular=num_episodes - sum(len(c) for _, _, c in branches), branches=list(branches))
 
 
@@ -139,7 +139,7 @@ def test_attribution_weights_propagate_from_the_sink():
     shares = {"L2N0": {"L1N0": 0.75, "L1N1": 0.25},
               "L1N0": {"L0N0": 0.5, "L0N1": 0.5}, "L1N1": {"L0N0": 1.0, "L0N1": 0.0}}
     order = ["L0N0", "L0N1", "L1N0", "L1N1", "L2N0"]
-    weights = credit.attribution_weights("L2N0", order, shares)
+    weights = credit.attribution_weights(["L2N0"], order, shares)
     assert weights == pytest.approx({"L2N0": 1.0, "L1N0": 0.75, "L1N1": 0.25, "L0N0": 0.625, "L0N1": 0.375})
 
 
@@ -168,6 +168,6 @@ def test_attribution_on_a_tiny_model(tiny_model_dir):
             for reader in ("L1N0", "L2N0"):
                 assert sum(shares[e, reader].values()) == pytest.approx(1.0)
                 assert all(v > 0 for v in shares[e, reader].values())
-    weights = credit.attribution_weights("L2N0", ["L0N0", "L0N1", "L1N0", "L2N0"],
+    weights = credit.attribution_weights(["L2N0"], ["L0N0", "L0N1", "L1N0", "L2N0"],
                                          {n: shares[0, n] for n in ("L1N0", "L2N0")})
     assert weights["L0N0"] == pytest.approx(shares[0, "L2N0"]["L1N0"] * shares[0, "L1N0"]["L0N0"])

@@ -24,6 +24,7 @@ from neuromas.tasks.rewards import exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
+from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
 
 if TYPE_CHECKING:  # torch is imported when rewards are scored: a recipe's data is checked without it
     import torch
@@ -39,19 +40,20 @@ class Kind:
     answer_format: str
     format_ok: Callable[[str], bool]  # is the reply in the required form (the optional format reward)
     convert: Callable | None = None  # row -> Sample, for kinds read from data
+    vote: Callable[[str], "tuple[str, str] | None"] = boxed_vote  # the answer a reply holds (voting layers)
 
 
 BOXED = "Put the final answer in \\boxed{}."
 KINDS = {
     "arithmetic": Kind("exact_match", BOXED, has_boxed),
-    "lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed),
+    "lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote),
     "countdown": Kind("countdown_match", "Put one expression that uses every number in \\boxed{}, e.g. "
                       "\\boxed{(3 + 5) * 2}.", has_boxed),
-    "math": Kind("math_match", BOXED, has_boxed, math_row),
+    "math": Kind("math_match", BOXED, has_boxed, math_row, math_vote),
     "choice": Kind("choice_match", "Put the letter of the right choice in \\boxed{}, e.g. \\boxed{B}.",
-                   states_letter, choice_row),
+                   states_letter, choice_row, choice_vote),
     "code": Kind("code_tests", "Write the complete Python function in one ```python code block.",
-                 has_code_block, code_row),
+                 has_code_block, code_row, code_vote),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
@@ -64,6 +66,7 @@ class Task:
     source: GeneratedSource | RowSource
     reward: RewardFn
     answer_format: str
+    vote: Callable[[str], "tuple[str, str] | None"] = boxed_vote  # the answer a reply holds (voting layers)
 
     def check_batch(self, num_questions: int) -> None:
         """A step's questions must be distinct: fixed training data must hold at least that many."""
@@ -145,4 +148,5 @@ def build_reward(cfg: TaskConfig) -> RewardFn:
 
 def build_task(cfg: TaskConfig) -> Task:
     answer_format = KINDS[cfg.name].answer_format if cfg.answer_format == "auto" else cfg.answer_format
-    return Task(source=build_source(cfg), reward=build_reward(cfg), answer_format=answer_format)
+    return Task(source=build_source(cfg), reward=build_reward(cfg), answer_format=answer_format,
+                vote=KINDS[cfg.name].vote)
