@@ -116,12 +116,13 @@ def _moving_average(values: list[float], window: int) -> list[float]:
 
 
 def topology_of(source: Path) -> Topology:
-    """The topology of a recipe (its first stage), a run directory or a checkpoint."""
+    """The topology of a recipe (the system it ends with: its last growth stage's), a run
+    directory or a checkpoint."""
     from neuromas import checkpoint as ckpt
     from neuromas.config import load_config
 
     if source.is_file():
-        return Topology.from_config(load_config(source).topology)
+        return Topology.from_config(load_config(source).stages()[-1].topology)
     system, _ = ckpt.find_system(source)
     state = ckpt.read_state(system)
     return Topology.from_dict(state["topology"])
