@@ -1,7 +1,8 @@
 """Checkpoints: directories written atomically (staged as ``.tmp-*``, then renamed).
 
 A checkpoint holds one standard peft adapter directory per node (``adapters/<node_id>/``,
-loadable by plain peft), the optimizer state by parameter name (so it survives growth),
+loadable by plain peft, with the node's instruction text beside it in ``node_text.txt`` when it
+has one), the optimizer state by parameter name (so it survives growth),
 RNG states and ``trainer_state.json`` (step, stage, topology, gated nodes). A crash while
 writing leaves only a ``.tmp-*`` directory, never a checkpoint that looks complete.
 ``step_N/`` are periodic (the last `keep_last` kept); ``stage_K/`` close each growth stage.
@@ -23,6 +24,7 @@ from neuromas.agents import Agents
 from neuromas.errors import NeuromasError
 
 STATE_FILE = "trainer_state.json"
+TEXT_FILE = "node_text.txt"  # a node's instruction text, beside its adapter
 
 
 def write_atomically(target: Path, fill) -> Path:
@@ -50,10 +52,11 @@ def rng_state() -> dict:
 
 
 def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer_state: dict,
-                    rng_states: list[dict] | None = None) -> Path:
-    """rng_states: every rank's RNG state, in rank order (default: this process's)."""
+                    rng_states: list[dict] | None = None, texts: dict[str, str] | None = None) -> Path:
+    """rng_states: every rank's RNG state, in rank order (default: this process's). texts: node
+    id -> its instruction text (`System.texts`)."""
     def fill(staging: Path) -> None:
-        agents.save(staging / "adapters")
+        _save_system(staging / "adapters", agents, texts or {})
         torch.save(optimizer_state, staging / "optimizer.pt")
         states = rng_states or [rng_state()]
         torch.save({**states[0], "ranks": states}, staging / "rng.pt")
@@ -62,13 +65,25 @@ def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer
     return write_atomically(target, fill)
 
 
-def save_adapters(target: Path, agents: Agents, trainer_state: dict) -> Path:
-    """Just the system: ``target/<node_id>/`` peft adapters and ``trainer_state.json``."""
+def save_adapters(target: Path, agents: Agents, trainer_state: dict, texts: dict[str, str] | None = None) -> Path:
+    """Just the system: ``target/<node_id>/`` peft adapters (and node texts) and ``trainer_state.json``."""
     def fill(staging: Path) -> None:
-        agents.save(staging)
+        _save_system(staging, agents, texts or {})
         (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
 
     return write_atomically(target, fill)
+
+
+def _save_system(directory: Path, agents: Agents, texts: dict[str, str]) -> None:
+    agents.save(directory)
+    for node_id, text in texts.items():
+        (directory / node_id / TEXT_FILE).write_text(text)
+
+
+def texts_from(checkpoint: Path, node_ids: list[str]) -> dict[str, str]:
+    """Node id -> instruction text, for the nodes of a saved system that have one."""
+    root = checkpoint / "adapters" if (checkpoint / "adapters").is_dir() else checkpoint
+    return {n: (root / n / TEXT_FILE).read_text() for n in node_ids if (root / n / TEXT_FILE).is_file()}
 
 
 def prune(directory: Path, keep_last: int) -> None:

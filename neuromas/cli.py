@@ -227,12 +227,14 @@ def show(args: argparse.Namespace) -> None:
     source = Path(args.source)
     if not source.exists():
         raise NeuromasError(f"{source} does not exist")
-    topology = topology_of(source)
+    topology, texts = topology_of(source)
     # Never into the source tree: a recipe's picture goes to the working directory, a run's into the run.
     out = Path(args.out) if args.out else Path("topology.png") if source.is_file() else source / "topology.png"
     if out.suffix not in (".png", ".svg"):
         raise NeuromasError(f"--out: {out} must end in .png or .svg")
     print(topology.describe())
+    for node_id, text in texts.items():
+        print(f"{node_id} text: {text}")
     draw_topology(topology, out)
     print(f"neuromas: picture in {out}", file=sys.stderr)
 

@@ -73,6 +73,9 @@ class LoraOverride:
 class AgentsConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)  # shared by every node
     overrides: dict[str, LoraOverride] = field(default_factory=dict)  # node id -> changes
+    # node id -> its starting instruction text, shown in its prompt (prompts.text_block). None by
+    # default: nodes stay role-free unless a recipe seeds a text or a textual optimiser writes one
+    texts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +122,7 @@ class PromptsConfig:
     judge: str = "Task: {question}\n\n{candidates}Which candidate answers the task best? Reply with its number only."
     judge_candidate: str = "Candidate {number}:\n{text}\n\n"
     empty_message: str = "(no text)"  # stands in for an empty upstream message
+    text_block: str = "Instruction for this node: {text}\n\n"  # a node's own text (System.texts), before {instruction}
     hidden_place: str = "Your message is read by nodes of a later layer."
     sink_place: str = "You are the last node: your reply is the network's answer."
     hidden_instruction: str = "Write a short message that helps the next layer solve the task."

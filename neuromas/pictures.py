@@ -115,15 +115,17 @@ def _moving_average(values: list[float], window: int) -> list[float]:
             for i in range(len(values))]
 
 
-def topology_of(source: Path) -> Topology:
-    """The topology of a recipe (the system it ends with: its last growth stage's), a run
-    directory or a checkpoint."""
+def topology_of(source: Path) -> tuple[Topology, dict[str, str]]:
+    """The topology and node texts of a recipe (the system it ends with: its last growth stage's;
+    the texts it seeds), a run directory or a checkpoint."""
     from neuromas import checkpoint as ckpt
     from neuromas.config import load_config
 
     if source.is_file():
-        return Topology.from_config(load_config(source).stages()[-1].topology)
+        cfg = load_config(source)
+        topology = Topology.from_config(cfg.stages()[-1].topology)
+        return topology, {n: t for n, t in cfg.agents.texts.items() if n in topology.node_ids and t}
     system, _ = ckpt.find_system(source)
-    state = ckpt.read_state(system)
-    return Topology.from_dict(state["topology"])
+    topology = Topology.from_dict(ckpt.read_state(system)["topology"])
+    return topology, ckpt.texts_from(system, topology.node_ids)
 

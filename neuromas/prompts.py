@@ -35,9 +35,10 @@ class PromptBuilder:
         self._check_templates()
 
     def messages(self, topo: Topology, node: Node, question: str, inputs: dict[str, str],
-                 combined: dict[int, str] | None = None) -> list[dict[str, str]]:
+                 combined: dict[int, str] | None = None, text: str = "") -> list[dict[str, str]]:
         """Chat messages for `node` of `topo`. `inputs` maps each predecessor id in a concat layer
-        to its message text; `combined` maps each combined layer it reads to that layer's message."""
+        to its message text; `combined` maps each combined layer it reads to that layer's message;
+        `text` is the node's own instruction text (none when empty)."""
         cfg = self.cfg
         is_sink = node.layer == topo.depth - 1
         position = dict(
@@ -52,6 +53,8 @@ class PromptBuilder:
         task = cfg.task_block.format(question=question) if sees_task else ""
         instruction = (cfg.sink_instruction.format(answer_format=self.answer_format)
                        if is_sink else cfg.hidden_instruction)
+        if text.strip():
+            instruction = cfg.text_block.format(text=text.strip()) + instruction
         blocks = "".join(b.text for b in self.blocks(topo, node, inputs, combined or {}))
         user = cfg.user.format(task=task, inputs=blocks, instruction=instruction)
         return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
@@ -94,6 +97,7 @@ class PromptBuilder:
             "input_block": (self.cfg.input_block, ("layer", "index", "text")),
             "combined_block": (self.cfg.combined_block, ("layer", "width", "how", "text")),
             "judge": (self.cfg.judge, ("question", "candidates")),
+            "text_block": (self.cfg.text_block, ("text",)),
             "judge_candidate": (self.cfg.judge_candidate, ("number", "text")),
             "sink_instruction": (self.cfg.sink_instruction, ("answer_format",)),
         }

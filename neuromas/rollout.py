@@ -211,7 +211,7 @@ class RolloutEngine:
             if not rows:
                 continue  # a new layer gated out of every episode
             encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e].question, text_of,
-                                    combined_of, e) for e, node in rows]
+                                    combined_of, e, system.texts.get(node.id, "")) for e, node in rows]
             limit = self.cfg.answer_max_new_tokens if l == topology.depth - 1 else None
             generations = self._generate(backend, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
                                          limit or self.cfg.max_new_tokens)
@@ -243,7 +243,8 @@ class RolloutEngine:
                        for e, r in zip(episodes, replies)}
         return {(e, layer): combine(how, groups[e], self.vote, choices.get(e)) for e in episodes}
 
-    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, combined_of, episode: int):
+    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, combined_of, episode: int,
+                own_text: str):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
         view), and the token span of each upstream message in it (a combined layer's span goes to
         the node its combination came from)."""
@@ -258,7 +259,7 @@ class RolloutEngine:
             else:
                 inputs[src], owner[src] = text_of(episode, own), own
         blocks = self.prompts.blocks(view, node, inputs, combined)
-        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs, combined),
+        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs, combined, own_text),
                                               [(b.text, b.part) for b in blocks])
         return ids, {owner[b.source]: span for b, span in zip(blocks, spans) if owner[b.source] is not None}
 

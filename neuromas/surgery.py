@@ -19,7 +19,8 @@ def grow_saved_system(source: Path, widths: list[int], init: str, connectivity: 
     grown, plan = system.grow(new, init, noise)
     out = out or source / f"grown-{'-'.join(map(str, widths))}"
     ckpt.save_adapters(out, grown.agents, {"step": 0, "topology": new.to_dict(), "new_nodes": plan.new_nodes,
-                                           "grown_from": str(directory), "old_to_new": plan.old_to_new, "init": init})
+                                           "grown_from": str(directory), "old_to_new": plan.old_to_new, "init": init},
+                       grown.texts)
     # The recipe to go on with: same settings, the grown topology, these adapters as the start.
     cfg.name, cfg.tracking.run_dir, cfg.train.init_from = f"{cfg.name}-grown", None, str(out)
     cfg.growth.stages = [StageConfig(topology=cfg.topology, steps=cfg.train.steps, gate_steps=gate_steps)]

@@ -38,16 +38,18 @@ class Tracker:
             self._wandb.log({key: wandb.Image(str(path))}, step=step)
 
     def transcripts(self, rows: list[dict], step: int) -> None:
-        """Full transcripts (task, every node's message, answer, reward) to transcripts.jsonl and wandb."""
+        """Full transcripts (task, every node's message, answer, reward, the node texts) to
+        transcripts.jsonl and wandb."""
         with (self.path.parent / "transcripts.jsonl").open("a") as f:
             for row in rows:
                 f.write(json.dumps({"step": step, **row}) + "\n")
         if self._wandb is not None and rows:
             import wandb
 
-            columns = ["question", "answer", "reward", "messages"]
+            columns = ["question", "answer", "reward", "messages", "node_texts"]
             table = wandb.Table(columns=columns, data=[[r["question"], r["answer"], r["reward"],
-                                                        json.dumps(r["messages"], indent=1)] for r in rows])
+                                                        json.dumps(r["messages"], indent=1),
+                                                        json.dumps(r.get("node_texts", {}), indent=1)] for r in rows])
             self._wandb.log({"transcripts": table}, step=step)
 
     def truncate_after(self, step: int) -> None:

@@ -21,7 +21,7 @@ from neuromas import credit
 from neuromas.agents import Agents
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
-from neuromas.errors import Interrupted, NeuromasError
+from neuromas.errors import ConfigError, Interrupted, NeuromasError
 from neuromas.evaluate import accuracy_over_ranks
 from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
@@ -59,8 +59,12 @@ class Trainer:
         self.task = task or build_task(cfg.task)  # the CLI's, already checked
         self.task.check_batch(cfg.train.questions_per_step)
         all_ids = sorted({i for st in self.schedule.stages for i in Topology.from_config(st.topology).node_ids})
+        unknown = sorted(set(cfg.agents.texts) - set(all_ids))
+        if unknown:
+            raise ConfigError(f"agents.texts: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
         with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
-            self.system = System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology)
+            self.system = System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
+                                 texts={n: t for n, t in cfg.agents.texts.items() if n in topology.node_ids and t})
         if self.world.size > 1:  # ranks sample differently from here on
             random.seed(cfg.train.seed + 7919 * self.world.rank)
             torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
@@ -134,7 +138,8 @@ class Trainer:
         self.tracker.log(metrics, step)
         every = cfg.tracking.transcripts_every
         if every and step % every == 0:
-            self.tracker.transcripts(transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step), step)
+            rows = transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step)
+            self.tracker.transcripts([{**row, "node_texts": dict(self.system.texts)} for row in rows], step)
         self._print(summary_line(step, cfg.train.steps, metrics, self.topology.node_ids))
         if cfg.eval.every and step % cfg.eval.every == 0:
             self._evaluate(step)
@@ -242,7 +247,8 @@ class Trainer:
 
     def _grow(self, stage: StageConfig, init: str) -> None:
         old_state = self.optimizer.named_state()
-        self.system, plan = self.system.grow(Topology.from_config(stage.topology), init, stage.noise, stage.copy_from)
+        self.system, plan = self.system.grow(Topology.from_config(stage.topology), init, stage.noise, stage.copy_from,
+                                             self.cfg.agents.texts)
         self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
         self.optimizer.load_named_state(old_state, plan.old_to_new)
         self._record_topology()
@@ -266,12 +272,12 @@ class Trainer:
                  "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)), **extra}
         if adapters_only:
             if self.world.main:
-                ckpt.save_adapters(target, self.agents, state)
+                ckpt.save_adapters(target, self.agents, state, self.system.texts)
         else:  # every rank takes part in gathering the state; rank 0 writes it
             self.world.check_same(self.agents.parameters(), self.step)
             optimizer, rng = {"state": self.optimizer.named_state()}, self.world.gather(ckpt.rng_state())
             if self.world.main:
-                ckpt.save_checkpoint(target, self.agents, optimizer, state, rng)
+                ckpt.save_checkpoint(target, self.agents, optimizer, state, rng, self.system.texts)
         self.world.barrier()  # nobody reads the checkpoint before it is complete
         return target
 
