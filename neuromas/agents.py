@@ -176,26 +176,32 @@ class Agents:
                           truncated=not len(stops))
 
     def input_salience(self, prompts: list[torch.Tensor], completions: list[torch.Tensor], node_ids: list[str],
-                       spans: list[dict[str, tuple[int, int]]], agg: str, temperature: float = 1.0
-                       ) -> list[dict[str, float]]:
-        """How much each upstream message in a prompt moved the log-probability of the node's own
-        completion: the gradient of sum(log p(completion)) with respect to the input embeddings,
-        aggregated over each message's token span (GBC/AgentChord). One forward/backward."""
+                       spans: list[dict[str, tuple[int, int]]], agg: str, temperature: float = 1.0,
+                       objective: str = "logprob") -> list[dict[str, float]]:
+        """How much each upstream message in a prompt moved the node's own completion: the
+        gradient of an objective with respect to the input embeddings, aggregated over each
+        message's token span (GBC/AgentChord connection weights). One forward/backward.
+
+        objective: logprob (sum of log p(completion) at `temperature`) | squared_logits
+        (AgentChord's: sum over the completion of the squared raw logit of each sampled token).
+        agg, per span: l1_mean | l1_max (of the gradient's L1 norm per token), grad_x_input
+        (mean |gradient . embedding|), grad_x_input_signed (mean gradient . embedding, signed)."""
         batch = pack(prompts, completions, self.tokenizer.pad_token_id)
         width = batch.completion_ids.shape[1]
         embeds = self.model.get_input_embeddings()(batch.input_ids.to(self.device)).detach().requires_grad_(True)
         logits = self._completion_logits(batch, node_ids, inputs_embeds=embeds)
-        logprobs = gather_logprobs(logits, batch.completion_ids.to(self.device), temperature)
-        (grad,) = torch.autograd.grad((logprobs * batch.completion_mask.to(self.device)).sum(), embeds)
+        ids, mask = batch.completion_ids.to(self.device), batch.completion_mask.to(self.device)
+        if objective == "squared_logits":
+            per_token = logits.float().gather(-1, ids.unsqueeze(-1)).squeeze(-1).pow(2)
+        else:
+            per_token = gather_logprobs(logits, ids, temperature)
+        (grad,) = torch.autograd.grad((per_token * mask).sum(), embeds)
         out = []
         for row, row_spans in enumerate(spans):
             shift = batch.input_ids.shape[1] - width - len(prompts[row])  # left padding
-            scores = {}
-            for src, (start, end) in row_spans.items():
-                g, x = grad[row, shift + start:shift + end], embeds.detach()[row, shift + start:shift + end]
-                per_token = (g * x).sum(-1).abs() if agg == "grad_x_input" else g.abs().sum(-1)
-                scores[src] = float(per_token.max() if agg == "l1_max" else per_token.mean()) if len(g) else 0.0
-            out.append(scores)
+            out.append({src: _span_salience(grad[row, shift + start:shift + end],
+                                            embeds.detach()[row, shift + start:shift + end], agg)
+                        for src, (start, end) in row_spans.items()})
         return out
 
     def completion_logprobs(self, prompts: list[torch.Tensor], completions: list[torch.Tensor],
@@ -246,6 +252,18 @@ class Agents:
     def save(self, directory: Path) -> None:
         """One standard peft adapter directory per node: ``directory/<node_id>/``."""
         self.model.save_pretrained(str(directory), selected_adapters=self.node_ids)
+
+
+def _span_salience(grad: torch.Tensor, embeds: torch.Tensor, agg: str) -> float:
+    """One message's salience from its tokens' gradients and embeddings [S, H] (`input_salience`)."""
+    if not len(grad):
+        return 0.0
+    if agg.startswith("grad_x_input"):
+        per_token = (grad.float() * embeds.float()).sum(-1)
+        per_token = per_token if agg == "grad_x_input_signed" else per_token.abs()
+    else:
+        per_token = grad.float().abs().sum(-1)
+    return float(per_token.max() if agg == "l1_max" else per_token.mean())
 
 
 def _lora_config(shared: LoraSettings, override, num_layers: int, random_init: bool = False) -> LoraConfig:

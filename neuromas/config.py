@@ -232,7 +232,13 @@ class AlgorithmConfig:
     branch_per_question: int = 1  # branch: how many (episode, node) pairs are branched per question
     branch_samples: int = 2  # branch: resamples of the branched node (M)
     branch_shared: bool = False  # branch: also train un-branched messages with the shared advantage
-    attribution_agg: str = "l1_mean"  # attribution: per message, l1_mean | l1_max of the gradient, or grad_x_input
+    # attribution: per message, l1_mean | l1_max of the gradient's per-token L1 norm, or the mean of the
+    # gradient . embedding per token: grad_x_input (absolute) | grad_x_input_signed (AgentChord's signed
+    # variant; a message that pushed against the output gets no share of the credit)
+    attribution_agg: str = "l1_mean"
+    # attribution: what is differentiated: logprob (sum of log p of the message) | squared_logits
+    # (AgentChord: sum of the squared raw logits of the sampled tokens)
+    attribution_objective: str = "logprob"
     attribution_top_k: Optional[int] = None  # attribution: keep each node's k most salient inputs
     kl_coef: float = 0.0  # weight of the KL to the base model (adapters disabled)
     kl_estimator: str = "k3"  # k1 | k3
@@ -252,7 +258,9 @@ class AlgorithmConfig:
         _check_choice(sec, "loss", self.loss, ("pg", "clip"))
         _check_choice(sec, "loss_agg", self.loss_agg, ("node", "token", "sequence"))
         _check_choice(sec, "credit", self.credit, ("shared", "per_node", "branch", "attribution"))
-        _check_choice(sec, "attribution_agg", self.attribution_agg, ("l1_mean", "l1_max", "grad_x_input"))
+        _check_choice(sec, "attribution_agg", self.attribution_agg,
+                      ("l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed"))
+        _check_choice(sec, "attribution_objective", self.attribution_objective, ("logprob", "squared_logits"))
         _check_choice(sec, "kl_estimator", self.kl_estimator, ("k1", "k3"))
         _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
         _check_choice(sec, "sampler_correction", self.sampler_correction, ("none", "truncate", "mask"))

@@ -141,14 +141,16 @@ def attribution_shares(agents, episodes: Episodes, cfg: AlgorithmConfig, tempera
         chunk = readers[start:start + micro_batch_size]
         scores = agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
                                        [m.node_id for m in chunk], [m.input_spans for m in chunk],
-                                       cfg.attribution_agg, temperature)
+                                       cfg.attribution_agg, temperature, cfg.attribution_objective)
         for m, score in zip(chunk, scores):
             shares[m.episode, m.node_id] = normalise_shares(score, cfg.attribution_top_k)
     return shares
 
 
 def normalise_shares(scores: dict[str, float], top_k: int | None) -> dict[str, float]:
-    """Scores -> shares summing to 1 over the top-k inputs (equal shares when all are 0)."""
+    """Scores -> shares summing to 1 over the top-k inputs (equal shares when all are 0). A
+    negative score (signed gradient x input) counts as 0."""
+    scores = {k: max(v, 0.0) for k, v in scores.items()}
     kept = sorted(scores, key=scores.get, reverse=True)[:top_k] if top_k else list(scores)
     total = sum(scores[k] for k in kept)
     return {k: (scores[k] / total if total > 0 else 1 / len(kept)) if k in kept else 0.0 for k in scores}

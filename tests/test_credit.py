@@ -171,3 +171,42 @@ def test_attribution_on_a_tiny_model(tiny_model_dir):
     weights = credit.attribution_weights(["L2N0"], ["L0N0", "L0N1", "L1N0", "L2N0"],
                                          {n: shares[0, n] for n in ("L1N0", "L2N0")})
     assert weights["L0N0"] == pytest.approx(shares[0, "L2N0"]["L1N0"] * shares[0, "L1N0"]["L0N0"])
+
+
+@pytest.mark.parametrize("objective", ["logprob", "squared_logits"])
+def test_connection_weights_match_a_hand_computed_gradient(tiny_model_dir, objective):
+    """Every salience variant, for each objective, against the gradient taken by hand on one
+    unpadded row (the batch has a longer row, so the checked row is left-padded)."""
+    from test_agents import make_agents
+
+    agents = make_agents(tiny_model_dir, nodes=["L1N0"])
+    torch.manual_seed(3)
+    prompts = [torch.randint(5, 60, (12,)), torch.randint(5, 60, (20,))]
+    completions = [torch.randint(5, 60, (4,)), torch.randint(5, 60, (6,))]
+    spans = [{"L0N0": (2, 6), "L0N1": (7, 11)}, {"L0N0": (1, 3)}]
+    prompt, completion, temperature = prompts[0], completions[0], 0.7
+    ids = torch.cat([prompt, completion]).unsqueeze(0)
+    emb = agents.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = agents.model(inputs_embeds=emb, adapter_names=["L1N0"]).logits[0, len(prompt) - 1:-1]
+    if objective == "squared_logits":
+        target = logits.gather(-1, completion.unsqueeze(-1)).pow(2).sum()
+    else:
+        target = torch.log_softmax(logits / temperature, -1).gather(-1, completion.unsqueeze(-1)).sum()
+    (grad,) = torch.autograd.grad(target, emb)
+    for agg in ("l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed"):
+        got = agents.input_salience(prompts, completions, ["L1N0", "L1N0"], spans, agg, temperature, objective)[0]
+        for src, (start, end) in spans[0].items():
+            g, x = grad[0, start:end], emb.detach()[0, start:end]
+            by_hand = {"l1_mean": g.abs().sum(-1).mean(), "l1_max": g.abs().sum(-1).max(),
+                       "grad_x_input": (g * x).sum(-1).abs().mean(), "grad_x_input_signed": (g * x).sum(-1).mean()}
+            assert got[src] == pytest.approx(float(by_hand[agg]), rel=1e-4, abs=1e-9), (agg, src)
+    signed = agents.input_salience(prompts, completions, ["L1N0"] * 2, spans, "grad_x_input_signed", temperature,
+                                   objective)[0]
+    absolute = agents.input_salience(prompts, completions, ["L1N0"] * 2, spans, "grad_x_input", temperature,
+                                     objective)[0]
+    assert all(abs(signed[s]) <= absolute[s] + 1e-9 for s in signed)
+
+
+def test_a_negative_connection_weight_gets_no_share():
+    assert credit.normalise_shares({"a": -2.0, "b": 1.0, "c": 3.0}, None) == {"a": 0.0, "b": 0.25, "c": 0.75}
+    assert credit.normalise_shares({"a": -2.0, "b": -1.0}, None) == {"a": 0.5, "b": 0.5}
