@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
     show.add_argument("--out", help="picture file, .png or .svg (default: topology.png in the working directory "
                                    "for a recipe, in the run directory for a run or checkpoint)")
+    at = commands.add_parser("attribute", help="connection weights on a system's failing questions (GBC)",
+                             description="Run a saved system greedily on a split, take GBC/AgentChord connection "
+                                         "weights on its failing episodes, trace each failure back along the "
+                                         "strongest connections, and draw the result (PNG, with JSON beside it).")
+    at.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    at.add_argument("--questions", type=int, default=64, metavar="N", help="the first N questions of the split")
+    at.add_argument("--split", default="test", choices=["test", "validation"])
+    at.add_argument("--objective", default="squared_logits", choices=["squared_logits", "logprob"],
+                    help="what is differentiated (AgentChord: squared_logits)")
+    at.add_argument("--agg", default="l1_mean", choices=["l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed"],
+                    help="how a message's token gradients become one weight")
+    at.add_argument("--out", help="picture file, .png or .svg (default: RUN/attribution.png; the JSON beside it)")
     plot = commands.add_parser("plot", help="training curves of one or more runs",
                                description="Reward, accuracy and per-node curves of runs, overlaid, to a PNG.")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -239,6 +251,23 @@ def show(args: argparse.Namespace) -> None:
     print(f"neuromas: picture in {out}", file=sys.stderr)
 
 
+def attribute(args: argparse.Namespace) -> None:
+    source = Path(args.source)
+    out = Path(args.out) if args.out else source / "attribution.png"
+    if out.suffix not in (".png", ".svg"):
+        raise NeuromasError(f"--out: {out} must end in .png or .svg")
+    if args.questions < 1:
+        raise NeuromasError("--questions must be at least 1")
+    from neuromas.attribute import attribute as run_report, draw_report, format_report  # heavy imports
+
+    report = run_report(source, args.questions, args.split, args.agg, args.objective)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    draw_report(report, out)
+    print(format_report(report))
+    print(f"neuromas: picture in {out}, data in {out.with_suffix('.json')}", file=sys.stderr)
+
+
 def plot(args: argparse.Namespace) -> None:
     from neuromas.pictures import plot_runs
 
@@ -261,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     # Raised inside peft on every adapter; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        {"train": train, "grow": grow, "eval": evaluate, "show": show, "plot": plot}[args.command](args)
+        {"train": train, "grow": grow, "eval": evaluate, "show": show, "plot": plot,
+         "attribute": attribute}[args.command](args)
     except NeuromasError as e:
         print(f"neuromas: error: {e}", file=sys.stderr)
         return 2

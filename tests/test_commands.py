@@ -169,3 +169,27 @@ def test_eval_rejects_three_systems_and_against_with_two(tiny_run, capsys):
     assert main(["eval", str(tiny_run), str(tiny_run), str(tiny_run)]) == 2
     assert main(["eval", str(tiny_run), str(tiny_run), "--against", "untrained"]) == 2
     assert "--against" in capsys.readouterr().err
+
+
+def test_strongest_path_follows_the_largest_weight_back():
+    from neuromas.attribute import strongest_path
+
+    shares = {"L2N0": {"L1N0": 0.3, "L1N1": 0.7}, "L1N1": {"L0N0": 0.5, "L0N1": 0.5}, "L1N0": {"L0N1": 1.0}}
+    assert strongest_path("L2N0", shares) == ["L2N0", "L1N1", "L0N0"]  # a tie goes to the first listed
+    assert strongest_path("L0N0", shares) == ["L0N0"]
+
+
+def test_attribute_draws_connection_weights_on_failing_questions(tiny_run, capsys, tmp_path):
+    assert main(["attribute", str(tiny_run), "--questions", "3"]) == 0
+    report = json.loads((tiny_run / "attribution.json").read_text())
+    assert report["num_questions"] == 3 and report["num_failing"] == 3  # the random tiny model fails all
+    assert {(e["source"], e["target"]) for e in report["edges"]} == {("L0N0", "L1N0"), ("L0N1", "L1N0")}
+    assert sum(e["weight"] for e in report["edges"]) == pytest.approx(1.0)  # the sink's shares, averaged
+    assert all(e["raw_salience"] > 0 for e in report["edges"])
+    assert sum(report["strongest_source_counts"].values()) == 3 and report["strongest_source_counts"]["L1N0"] == 0
+    assert (tiny_run / "attribution.png").stat().st_size > 1000
+    assert "L0N0 -> L1N0: weight" in capsys.readouterr().out
+    assert main(["attribute", str(tiny_run), "--questions", "2", "--objective", "logprob", "--agg",
+                 "grad_x_input_signed", "--out", str(tmp_path / "a.svg")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["agg"] == "grad_x_input_signed"
+    assert main(["attribute", str(tiny_run), "--out", str(tmp_path / "a.gif")]) == 2
