@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from neuromas.credit import normalise_shares
+from neuromas.credit import attribution_weights, normalise_shares
 from neuromas.errors import NeuromasError
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
@@ -42,6 +42,36 @@ def _failing(engine: RolloutEngine, system, task, questions) -> tuple[Episodes, 
     return episodes, [e for e in range(len(questions)) if rewards[e] < 1.0], len(questions)
 
 
+def failure_shares(agents, episodes: Episodes, failing: list[int], agg: str, objective: str, temperature: float,
+                   micro_batch_size: int) -> tuple[dict[int, dict[str, dict[str, float]]], dict[tuple[str, str], list]]:
+    """For each failing episode, reader -> {input: connection weight (a share)}; and the raw
+    saliences of each edge (source, reader) over those episodes."""
+    readers = [m for m in episodes.messages if m.input_spans and m.episode in failing]
+    shares: dict[int, dict[str, dict[str, float]]] = {e: {} for e in failing}
+    raw: dict[tuple[str, str], list[float]] = {}
+    for start in range(0, len(readers), micro_batch_size):
+        chunk = readers[start:start + micro_batch_size]
+        scores = agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
+                                       [m.node_id for m in chunk], [m.input_spans for m in chunk], agg,
+                                       temperature, objective)
+        for m, score in zip(chunk, scores):
+            shares[m.episode][m.node_id] = normalise_shares(score, None)
+            for src, value in score.items():
+                raw.setdefault((src, m.node_id), []).append(value)
+    return shares, raw
+
+
+def node_weights(episodes: Episodes, shares: dict[int, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Each node's connection weight to the answer, mean over the episodes of `shares`: the
+    answering nodes 1, any other the sum over its readers of reader weight x share."""
+    totals: dict[str, float] = {}
+    for e, by_reader in shares.items():
+        order = [m.node_id for m in episodes.messages if m.episode == e]
+        for node, weight in attribution_weights(episodes.answer_ids, order, by_reader).items():
+            totals[node] = totals.get(node, 0.0) + weight / len(shares)
+    return totals
+
+
 def attribute(source: Path, num_questions: int, split: str, agg: str, objective: str) -> dict:
     """The report as a plain dict (see the module docstring)."""
     system, cfg, _ = load_system(source)
@@ -51,19 +81,8 @@ def attribute(source: Path, num_questions: int, split: str, agg: str, objective:
         raise NeuromasError(f"--split {split}: the task has no such split (see task.test_path)")
     engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), vote=task.vote)
     episodes, failing, total = _failing(engine, system, task, questions)
-    readers = [m for m in episodes.messages if m.input_spans and m.episode in failing]
-    shares: dict[int, dict[str, dict[str, float]]] = {e: {} for e in failing}
-    raw: dict[tuple[str, str], list[float]] = {}
-    size = cfg.rollout.micro_batch_size
-    for start in range(0, len(readers), size):
-        chunk = readers[start:start + size]
-        scores = system.agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
-                                              [m.node_id for m in chunk], [m.input_spans for m in chunk], agg,
-                                              cfg.rollout.temperature, objective)
-        for m, score in zip(chunk, scores):
-            shares[m.episode][m.node_id] = normalise_shares(score, None)
-            for src, value in score.items():
-                raw.setdefault((src, m.node_id), []).append(value)
+    shares, raw = failure_shares(system.agents, episodes, failing, agg, objective, cfg.rollout.temperature,
+                                 cfg.rollout.micro_batch_size)
     edges = []
     for src, dst in system.topology.edges:  # mean over the failing episodes in which the reader ran
         seen = [shares[e][dst].get(src, 0.0) for e in failing if dst in shares[e]]

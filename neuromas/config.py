@@ -377,6 +377,36 @@ class GrowthConfig:
 
 
 @dataclass
+class TextualConfig:
+    """The textual backward pass (ANN; neuromas.textual): an optimiser model critiques the system's
+    episodes and edits node texts (and, optionally, a layer's aggregation); an edit is kept only if
+    it beats the current system on the fixed validation split. Off unless `every` or `only` is set."""
+
+    every: int = 0  # a textual step after every N policy-gradient steps (0: none)
+    only: bool = False  # every step is a textual step and the adapters are never updated (the text alone)
+    optimizer_model: str = "base"  # base (the frozen base, adapters off) | a local model directory or built-in name
+    edit: str = "text"  # text (node texts) | text+aggregation (the global critique may also set a layer's)
+    episodes: int = 4  # episodes of the step's rollout the optimiser reads: failing first, at most half passing
+    beta: float = 0.5  # G_local = beta * G_global + (1 - beta) * the node's own critique
+    alpha: float = 0.7  # momentum: the new critique's weight against the node's earlier ones (1 - alpha)
+    history: int = 3  # earlier critiques kept per node (bounded)
+    top_k: Optional[int] = None  # GBC bandwidth: edit only the k nodes with the largest connection weight on failures
+    validation_questions: int = 32  # the fixed validation split the gate scores on (greedy)
+    margin: float = 0.0  # commit only if validation accuracy beats the current system's by more than this
+    max_new_tokens: int = 96  # each critique and edit the optimiser writes
+    max_text_chars: int = 400  # format check: the longest node text accepted
+
+    def __post_init__(self) -> None:
+        _check_choice("textual", "edit", self.edit, ("text", "text+aggregation"))
+        _check_positive("textual", self, "episodes", "history", "top_k", "validation_questions", "max_new_tokens",
+                        "max_text_chars")
+        _check_positive("textual", self, "every", "margin", allow_zero=True)
+        for name in ("beta", "alpha"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"textual.{name}: must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
 class Config:
     name: str = "run"  # names the run directory
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -391,6 +421,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
+    textual: TextualConfig = field(default_factory=TextualConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:

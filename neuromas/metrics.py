@@ -90,7 +90,8 @@ def summary_line(step: int, steps: int, m: dict[str, float], node_ids: list[str]
     lengths = " ".join(f"{n} {m[f'node/{n}/msg_tokens']:.0f}" if f"node/{n}/msg_tokens" in m else f"{n} -"
                        for n in node_ids)  # "-": gated out of every episode of the step
     return (f"step {step:>4}/{steps} | reward {m['reward/mean']:.3f} | acc {m['reward/accuracy']:.3f}"
-            f" | len {lengths} | loss {m['train/loss']:+.4f} | {m['time/step']:.1f}s")
+            f" | len {lengths}" + (f" | loss {m['train/loss']:+.4f}" if "train/loss" in m else "")
+            + f" | {m['time/step']:.1f}s")
 
 
 def reward_summary(rewards: torch.Tensor, prefix: str) -> dict[str, float]:

@@ -93,6 +93,13 @@ def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:
     (and a growth at `step` itself when the checkpoint was saved as its stage closed)."""
     truncate_jsonl(run_dir / "growth.jsonl", step, inclusive=stage_closed)
     truncate_jsonl(run_dir / "evals.jsonl", step)
+    truncate_jsonl(run_dir / "textual.jsonl", step)
+
+
+def record_textual(path: Path, step: int, record: dict) -> None:
+    """Append one textual step (`TextualOptimizer.step`'s record: proposals, scores, decision)."""
+    with path.open("a") as f:
+        f.write(json.dumps({"step": step, **record}) + "\n")
 
 
 def record_growth(path: Path, step: int, stage: int, widths: list[int], init: str, plan) -> None:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
+from neuromas.attribute import failure_shares, node_weights
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
@@ -33,7 +34,8 @@ from neuromas.schedule import RunState, StageSchedule
 from neuromas.system import System
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
-from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, rewind
+from neuromas.textual import TextualOptimizer
+from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, record_textual, rewind
 from neuromas.update import PolicyUpdate
 
 
@@ -72,6 +74,7 @@ class Trainer:
                                     build_generator(cfg, self.agents, cfg.train.seed + 7919 * self.world.rank),
                                     self.task.vote)
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
+        self.textual = self._textual_optimizer()
         self.state = RunState()
         start = ckpt.check_start(Path(cfg.train.init_from), topology.to_dict()) if cfg.train.init_from else None
         if self.world.main:
@@ -85,6 +88,16 @@ class Trainer:
         self._record_topology()
         # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
         self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
+
+    def _textual_optimizer(self) -> TextualOptimizer | None:
+        cfg = self.cfg
+        if not (cfg.textual.every or cfg.textual.only):
+            return None
+        if self.world.size > 1:
+            raise ConfigError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
+        if not self.task.validation:
+            raise ConfigError("textual: the gate needs a validation split (task.validation_path)")
+        return TextualOptimizer(cfg.textual, cfg.model)
 
     def close(self) -> None:
         """Release what the run holds beyond this object: the rollout backend, the process group."""
@@ -134,7 +147,10 @@ class Trainer:
         cfg = self.cfg
         self.state = self.state.stepped()
         step, gate = self.step, self.schedule.gate(self.state, gated=bool(self.system.new_nodes))
-        metrics = {**self.train_step(step, gate), "growth/stage": float(self.state.stage_index), "growth/gate": gate}
+        metrics = self.text_only_step(step, gate) if cfg.textual.only else self.train_step(step, gate)
+        if self.textual is not None and (cfg.textual.only or step % cfg.textual.every == 0):
+            metrics.update(self.textual_step(step, *self.last_rollout))
+        metrics.update({"growth/stage": float(self.state.stage_index), "growth/gate": gate})
         self.tracker.log(metrics, step)
         every = cfg.tracking.transcripts_every
         if every and step % every == 0:
@@ -178,6 +194,45 @@ class Trainer:
         metrics = Stats.combine(self.world.gather(stats)).values
         if self.world.size > 1:  # exact over every rank's episodes
             metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))
+        return metrics
+
+    def text_only_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
+        """The rollout and rewards of `step`, without credit or update (`textual.only`: the
+        textual step that follows is the only training)."""
+        timer = Timer()
+        with timer("step"), timer("rollout"):
+            episodes = self.roll_out(self.task.train_batch(step - 1, self.cfg.train.questions_per_step), step, gate)
+        task_rewards = self.task.score(episodes.answers(), episodes.samples)
+        self.last_rollout = (episodes, task_rewards)
+        stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
+        stats.update(timer, "max")
+        return Stats.combine([stats]).values
+
+    def textual_step(self, step: int, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
+        """One gated textual step on this step's rollout (neuromas.textual); the system it commits
+        is the one the next rollout runs (its prompts, so no log-prob from before the edit is reused)."""
+        cfg = self.cfg.textual
+        weights = None
+        if cfg.top_k is not None:  # GBC bandwidth: the nodes most connected to the failures
+            failing = [e for e in range(episodes.num_regular) if rewards[e] < 1.0]
+            shares, _ = failure_shares(self.agents, episodes, failing, self.cfg.algorithm.attribution_agg,
+                                       self.cfg.algorithm.attribution_objective, self.cfg.rollout.temperature,
+                                       self.cfg.train.micro_batch_size)
+            weights = node_weights(episodes, shares)
+        questions = self.task.validation[:cfg.validation_questions]
+        validate = lambda system: accuracy_over_ranks(self.engine, system, self.task, questions,  # noqa: E731
+                                                      self.world).mean
+        aggregation, timer = self.topology.aggregation, Timer()
+        with timer("textual"):
+            self.system, metrics, record = self.textual.step(self.system, episodes, rewards, validate, weights)
+        metrics.update(timer)
+        if self.topology.aggregation != aggregation:
+            self._record_topology()
+        if self.world.main:
+            record_textual(self.run_dir / "textual.jsonl", step, record)
+        self._print(f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
+                    f"{record['validation_after']:.3f}, {sum(p['new_text'] is not None for p in record['proposals'])}"
+                    f" of {len(record['proposals'])} proposals well-formed)")
         return metrics
 
     def roll_out(self, questions: list, step: int, gate: float = 1.0) -> Episodes:
@@ -251,6 +306,8 @@ class Trainer:
                                              self.cfg.agents.texts)
         self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
         self.optimizer.load_named_state(old_state, plan.old_to_new)
+        if self.textual is not None:
+            self.textual.renamed(plan.old_to_new)
         self._record_topology()
         widths = self.topology.widths
         self._print(f"growth: stage {self.state.stage_index} {widths} (init {init}, gate over {stage.gate_steps} "
@@ -269,7 +326,8 @@ class Trainer:
         """A checkpoint at `target`; `adapters_only`: the final system, peft adapters at the top level."""
         state = {**self.state.to_dict(), "topology": self.topology.to_dict(),
                  "new_nodes": sorted(self.system.new_nodes),
-                 "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)), **extra}
+                 "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)),
+                 **({"textual": self.textual.state()} if self.textual is not None else {}), **extra}
         if adapters_only:
             if self.world.main:
                 ckpt.save_adapters(target, self.agents, state, self.system.texts)
@@ -301,4 +359,7 @@ class Trainer:
         self._record_topology()
         if restore_rng:
             ckpt.restore_rng(path, self.world.rank)
-        return ckpt.read_state(path)
+        saved = ckpt.read_state(path)
+        if self.textual is not None:
+            self.textual.load_state(saved.get("textual"))
+        return saved
