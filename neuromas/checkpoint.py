@@ -117,8 +117,10 @@ def find_system(source: Path) -> tuple[Path, Path]:
 
 def check_start(source: Path, topology: dict) -> Path:
     """The saved system `train.init_from` names, checked against the run's first topology."""
+    from neuromas.topology import Topology
+
     path = system_dir(source)
-    saved = read_state(path)["topology"]
+    saved = Topology.from_dict(read_state(path)["topology"]).to_dict()  # older saves hold no aggregation
     if saved != topology:
         raise NeuromasError(f"train.init_from: {source} holds topology {saved['widths']}, "
                             f"but this run starts with {topology['widths']}")

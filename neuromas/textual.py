@@ -118,7 +118,8 @@ class TextualOptimizer:
         fixed validation split. `weights`: node -> connection weight on the failing episodes (top_k)."""
         cfg, agents = self.cfg, system.agents
         chosen = _pick_episodes(rewards[:episodes.num_regular], cfg.episodes)
-        shown = "".join(_episode_text(episodes, e, float(rewards[e])) for e in chosen)
+        answers = episodes.answers()
+        shown = "".join(_episode_text(episodes, e, answers[e], float(rewards[e])) for e in chosen)
         global_critique = self.critic.write(agents, [_global_prompt(system.topology, shown, cfg.edit)],
                                             cfg.max_new_tokens)[0]
         nodes = _nodes_to_edit(system.node_ids, weights, cfg.top_k)
@@ -179,10 +180,10 @@ def _nodes_to_edit(node_ids: list[str], weights: dict[str, float] | None, top_k:
     return [n for n in node_ids if n in ranked[:top_k]]
 
 
-def _episode_text(episodes: Episodes, e: int, reward: float) -> str:
+def _episode_text(episodes: Episodes, e: int, answer: str, reward: float) -> str:
     lines = [f"Task: {episodes.samples[e].question}", f"Reference answer: {episodes.samples[e].answer}"]
     lines += [f"[{who}] {text.strip() or '(no text)'}" for who, text in episodes.transcript(e)]
-    lines += [f"Final answer: {episodes.answers()[e].strip() or '(none)'}", f"Score: {reward:g}"]
+    lines += [f"Final answer: {answer.strip() or '(none)'}", f"Score: {reward:g}"]
     return "\n".join(lines) + "\n\n"
 
 
