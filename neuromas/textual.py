@@ -12,7 +12,8 @@ One textual step, after a rollout:
    node. The prompt mixes them as ANN does: G_local = beta * G_global + (1 - beta) * local.
 3. **Momentum.** Each node keeps its last `history` critiques (bounded); the edit prompt gives
    the new one weight alpha and the earlier ones 1 - alpha: G_t = alpha * G_t + (1 - alpha) * G_{t-1}.
-4. **Edit, check, gate.** The optimiser writes each node's new text after ``NEW TEXT:``. A
+4. **Edit, check, gate.** The optimiser writes each node's new text after ``NEW TEXT:`` (its
+   reply starts with that marker, which the model continues). A
    proposal that does not parse, is empty, too long or unchanged fails the format check. The
    candidate (all edits that passed) is scored on the fixed validation split beside the current
    system; it is committed only if it beats it by more than `margin`, else rolled back.
@@ -54,11 +55,15 @@ class Critic:
             self._own = Agents(base, tokenizer, AgentsConfig(lora=LoraSettings(rank=1)), ["L0N0"])
 
     @torch.no_grad()
-    def write(self, agents: Agents, chats: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+    def write(self, agents: Agents, chats: list[list[dict[str, str]]], max_new_tokens: int,
+              prefix: str = "") -> list[str]:
+        """Greedy replies; `prefix` starts each reply (the model continues it), so a small model
+        cannot miss a marker such as ``NEW TEXT:``."""
         model = self._own or agents
-        prompts = [model.encode_with_spans(chat, [])[0] for chat in chats]
+        start = torch.tensor(model.tokenizer(prefix, add_special_tokens=False).input_ids, dtype=torch.long)
+        prompts = [torch.cat([model.encode_with_spans(chat, [])[0], start]) for chat in chats]
         replies = model.generate(prompts, [BASE] * len(prompts), max_new_tokens, greedy=True)
-        return [model.decode(r.completion_ids).strip() for r in replies]
+        return [(prefix + model.decode(r.completion_ids)).strip() for r in replies]
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Proposal:
     old_text: str
     new_text: str | None  # None: failed the format check
     problem: str = ""  # why it failed the check
+    reply: str = ""  # the optimiser's whole edit reply
 
 
 def parse_text(reply: str, old: str, max_chars: int) -> tuple[str | None, str]:
@@ -127,12 +133,12 @@ class TextualOptimizer:
         critiques = self.critic.write(agents, local_prompts, cfg.max_new_tokens)
         edit_prompts = [_edit_prompt(n, system.texts.get(n, ""), c, self.history.get(n, []), cfg.alpha)
                         for n, c in zip(nodes, critiques)]
-        replies = self.critic.write(agents, edit_prompts, cfg.max_new_tokens)
+        replies = self.critic.write(agents, edit_prompts, cfg.max_new_tokens, prefix="NEW TEXT:")
         proposals = []
         for node_id, critique, reply in zip(nodes, critiques, replies):
             old = system.texts.get(node_id, "")
             new, problem = parse_text(reply, old, cfg.max_text_chars)
-            proposals.append(Proposal(node_id, critique, old, new, problem))
+            proposals.append(Proposal(node_id, critique, old, new, problem, reply))
             self.history[node_id] = (self.history.get(node_id, []) + [critique])[-cfg.history:]
         aggregation, aggregation_problem = (parse_aggregation(global_critique, system.topology)
                                             if cfg.edit == "text+aggregation" else (None, ""))

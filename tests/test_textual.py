@@ -46,7 +46,7 @@ class ScriptedCritic:
     def __init__(self, edits: dict[str, str], global_reply: str = "The sum was wrong."):
         self.edits, self.global_reply, self.calls = edits, global_reply, []
 
-    def write(self, agents, chats, max_new_tokens):
+    def write(self, agents, chats, max_new_tokens, prefix=""):
         self.calls.append([chat[-1]["content"] for chat in chats])
         kind = len(self.calls) % 3
         if kind == 1:
@@ -157,8 +157,10 @@ def test_the_base_critic_writes_with_the_adapters_off_and_another_model_loads(ti
                                                                                              **k)
     chats = [[{"role": "user", "content": "Say something."}]] * 2
     assert len(Critic("base", ModelConfig()).write(agents, chats, 4)) == 2 and seen == [["__base__"] * 2]
+    prefixed = Critic("base", ModelConfig()).write(agents, chats, 3, prefix="NEW TEXT:")
+    assert all(r.startswith("NEW TEXT:") for r in prefixed)  # the reply continues the marker
     other = Critic(str(tiny_model_dir), ModelConfig(dtype="float32"))
-    assert all(isinstance(r, str) for r in other.write(agents, chats, 4)) and len(seen) == 1
+    assert all(isinstance(r, str) for r in other.write(agents, chats, 4)) and len(seen) == 2  # not on these agents
 
 
 def textual_overrides(tiny_model_dir, tmp_path, **extra):
