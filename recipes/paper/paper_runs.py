@@ -26,13 +26,14 @@ DATA = ROOT / "docs" / "data"  # what the tables and curves are made from, kept 
 KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json", "recipe.txt")  # recipe.txt: recipe text and overrides
 
 
-def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = ()) -> dict:
-    """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>.
+def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm: str | None = None) -> dict:
+    """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>
+    (name: the recipe's folder and stem, or `arm` when one recipe serves several arms).
 
     The run's per-question evaluations, metrics and wall time are copied to docs/data/<name>-seed<seed>/;
     a run found there (or finished in `out`) is not trained again, so a script can be stopped and
     started again, in this session or a later one."""
-    name = f"{Path(recipe).parent.name}-{Path(recipe).stem}-seed{seed}"
+    name = f"{Path(recipe).parent.name}-{arm or Path(recipe).stem}-seed{seed}"
     run_dir, kept = out / name, DATA / name
     made_from = "\n".join([(ROOT / recipe).read_text(), *overrides]) + "\n"
     for folder in (kept, run_dir):  # results of another version of the recipe are never reused
@@ -75,9 +76,14 @@ def _made_from(folder: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def run_all(systems: dict[str, str], seeds: list[int], out: Path, overrides: tuple[str, ...] = ()) -> dict:
-    """Every arm on every seed, seed by seed (so that a stopped script leaves paired arms behind)."""
-    runs = {seed: {label: run(recipe, seed, out, overrides) for label, recipe in systems.items()} for seed in seeds}
+def run_all(systems: dict[str, str | tuple[str, str, tuple[str, ...]]], seeds: list[int], out: Path,
+            overrides: tuple[str, ...] = ()) -> dict:
+    """Every arm on every seed, seed by seed (so that a stopped script leaves paired arms behind).
+    An arm is a recipe, or (recipe, arm name, the arm's own overrides)."""
+    def one(arm, seed):
+        recipe, name, own = (arm, None, ()) if isinstance(arm, str) else arm
+        return run(recipe, seed, out, (*overrides, *own), name)
+    runs = {seed: {label: one(arm, seed) for label, arm in systems.items()} for seed in seeds}
     return {label: [runs[seed][label] for seed in seeds] for label in systems}
 
 

@@ -1,0 +1,50 @@
+"""Issue 17's comparison on the built-in model: LoRA-RL alone, ANN's textual backward pass
+alone, and both in one run; and GBC's connection weights as credit, neuromas' objective against
+AgentChord's. Every arm starts from the quickstart (recipes/quickstart.yaml: arithmetic, one node
+grown into [2, 1]) and is scored on the same 64 test questions.
+
+    python recipes/ann/compare.py                 # seeds 0, 1 and 2, runs in runs/ann/
+    python recipes/ann/compare.py --seeds 3
+
+At about equal wall time: a textual step here costs about as much as four policy-gradient
+steps (a rollout, three optimiser calls and two greedy passes over 32 validation questions),
+so the text-alone arm has 6 steps of the [2, 1] system against the others' 24 (16 of [1],
+8 of [2, 1]). Each run's wall time is in the table. Finished runs are reused (docs/data/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "paper"))
+
+from paper_runs import ROOT, report, run_all  # noqa: E402
+
+QUICKSTART = "recipes/quickstart.yaml"
+SYSTEMS = {
+    "LoRA-RL": (QUICKSTART, "ann-lora", ()),
+    "text alone (6 textual steps)": (QUICKSTART, "ann-text", ("growth.stages=[]", "topology.widths=[2,1]",
+                                                               "train.steps=6", "textual.only=true")),
+    "LoRA-RL + text every 8 steps": (QUICKSTART, "ann-both", ("textual.every=8",)),
+    "LoRA-RL, attribution credit (logprob)": (QUICKSTART, "ann-attr-logprob", ("algorithm.credit=attribution",)),
+    "LoRA-RL, attribution credit (squared_logits)": (QUICKSTART, "ann-attr-squared",
+                                                     ("algorithm.credit=attribution",
+                                                      "algorithm.attribution_objective=squared_logits")),
+}
+OVERRIDES = ("textual.validation_questions=32", "tracking.transcripts_every=0")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/ann")
+    args = parser.parse_args()
+    results = run_all(SYSTEMS, args.seeds, ROOT / args.out, OVERRIDES)
+    report(results, "docs/images/ann-compare-curves.png",
+           f"python recipes/ann/compare.py --seeds {' '.join(map(str, args.seeds))}")
+
+
+if __name__ == "__main__":
+    main()
