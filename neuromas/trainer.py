@@ -147,6 +147,7 @@ class Trainer:
         cfg = self.cfg
         self.state = self.state.stepped()
         step, gate = self.step, self.schedule.gate(self.state, gated=bool(self.system.new_nodes))
+        texts = dict(self.system.texts)  # what this step's rollout was prompted with (a textual step may edit them)
         metrics = self.text_only_step(step, gate) if cfg.textual.only else self.train_step(step, gate)
         if self.textual is not None and (cfg.textual.only or step % cfg.textual.every == 0):
             metrics.update(self.textual_step(step, *self.last_rollout))
@@ -155,7 +156,7 @@ class Trainer:
         every = cfg.tracking.transcripts_every
         if every and step % every == 0:
             rows = transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step)
-            self.tracker.transcripts([{**row, "node_texts": dict(self.system.texts)} for row in rows], step)
+            self.tracker.transcripts([{**row, "node_texts": texts} for row in rows], step)
         self._print(summary_line(step, cfg.train.steps, metrics, self.topology.node_ids))
         if cfg.eval.every and step % cfg.eval.every == 0:
             self._evaluate(step)

@@ -200,3 +200,18 @@ def test_textual_config_errors(tiny_model_dir, tmp_path):
         load_config(RECIPE, ["textual.beta=1.5"])
     with pytest.raises(ConfigError, match="textual.edit: 'prompts' is not one of"):
         load_config(RECIPE, ["textual.edit=prompts"])
+
+
+def test_transcripts_show_the_texts_their_rollout_was_prompted_with(tiny_model_dir, tmp_path, monkeypatch):
+    def commit_a_text(self, system, episodes, rewards, validate, weights=None):
+        return system.with_texts({"L0N0": f"edited at {len(self.history) + 1}"}), {}, {
+            "decision": "commit", "validation_before": 0.0, "validation_after": 1.0, "proposals": []}
+    monkeypatch.setattr(TextualOptimizer, "step", commit_a_text)
+    overrides = textual_overrides(tiny_model_dir, tmp_path, **{"textual.every": 1, "tracking.transcripts_every": 1})
+    trainer = Trainer(load_config(RECIPE, overrides), tmp_path / "run")
+    trainer.fit()
+    trainer.close()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "transcripts.jsonl").read_text().splitlines()]
+    assert [r["node_texts"] for r in rows if r["step"] == 1][0] == {}  # step 1 ran before any edit
+    assert [r["node_texts"] for r in rows if r["step"] == 2][0] == {"L0N0": "edited at 1"}
+    assert trainer.system.texts == {"L0N0": "edited at 1"}
