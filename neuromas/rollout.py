@@ -238,7 +238,7 @@ class RolloutEngine:
             prompts = [agents.encode_with_spans(self.prompts.judge_messages(plan.samples[e].question,
                                                                             [t for _, t in groups[e]]), [])[0]
                        for e in episodes]
-            replies = backend.generate(prompts, [BASE] * len(prompts), self.cfg.judge_max_new_tokens, greedy=True)
+            replies = self._generate(backend, prompts, [BASE] * len(prompts), True, self.cfg.judge_max_new_tokens)
             choices = {e: parse_judge(agents.decode(r.completion_ids), len(groups[e]))
                        for e, r in zip(episodes, replies)}
         return {(e, layer): combine(how, groups[e], self.vote, choices.get(e)) for e in episodes}

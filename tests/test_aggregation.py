@@ -155,9 +155,9 @@ def test_a_judge_is_the_frozen_base_and_its_choice_is_taken(tiny_model_dir):
     engine, system, task = make_engine(tiny_model_dir, [3, 1], {0: "select:judge"})
     calls, real = [], system.agents.generate
 
-    def judge_says_two(prompts, node_ids, max_new_tokens, *args, **kwargs):
-        calls.append((list(node_ids), max_new_tokens, kwargs.get("greedy")))
-        out = real(prompts, node_ids, max_new_tokens, *args, **kwargs)
+    def judge_says_two(prompts, node_ids, max_new_tokens, temperature=1.0, top_p=1.0, greedy=False):
+        calls.append((list(node_ids), max_new_tokens, greedy))
+        out = real(prompts, node_ids, max_new_tokens, temperature, top_p, greedy)
         if node_ids[0] == "__base__":  # the judge's replies: "2" (the tiny model cannot write one)
             two = torch.tensor(system.agents.tokenizer("2", add_special_tokens=False).input_ids)
             out = [type(g)(two, None, False) for g in out]
