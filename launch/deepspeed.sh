@@ -3,9 +3,9 @@
 #
 #   launch/deepspeed.sh NPROC RECIPE [key=value ...] [--deepspeed CONFIG]
 #
-# One node:     launch/deepspeed.sh 8 recipes/growth/grow-1-3-7.yaml --deepspeed zero2
+# One node:     launch/deepspeed.sh 8 recipes/growth/grow-1-3-7.yaml train.questions_per_step=16 --deepspeed zero2
 # Several nodes (from the first node; passwordless ssh to every host, same paths everywhere):
-#               HOSTFILE=launch/hostfile.example launch/deepspeed.sh 8 recipes/growth/grow-1-3-7.yaml
+#               HOSTFILE=launch/hostfile.example launch/deepspeed.sh 8 recipes/growth/grow-1-3-7.yaml train.questions_per_step=16
 # A hostfile line is "hostname slots=N"; with HOSTFILE, NPROC is the processes per host.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then

@@ -3,9 +3,9 @@
 #
 #   launch/torchrun.sh NPROC RECIPE [key=value ...] [--deepspeed CONFIG]
 #
-# One node:     launch/torchrun.sh 8 recipes/growth/grow-1-3-7.yaml
+# One node:     launch/torchrun.sh 8 recipes/growth/grow-1-3-7.yaml train.questions_per_step=16
 # Several nodes (run the same line on every node; MASTER_ADDR is the first node):
-#               NNODES=2 MASTER_ADDR=node0 launch/torchrun.sh 8 recipes/growth/grow-1-3-7.yaml
+#               NNODES=2 MASTER_ADDR=node0 launch/torchrun.sh 8 recipes/growth/grow-1-3-7.yaml train.questions_per_step=16
 # Each process takes one GPU (by LOCAL_RANK), or shares the CPU (gloo) when there is none.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then

@@ -22,7 +22,7 @@ SYSTEMS = {"[4, 2, 1] from scratch": "recipes/growth/scratch-7.yaml",
 GPU_SYSTEMS = {"[4, 2, 1] from scratch": "recipes/paper/gpu/scratch-7.yaml",
                "grown 1 -> 3 -> 7": "recipes/paper/gpu/grow-1-3-7.yaml"}
 # The equal-budget task and test size, so the two reproductions read alike.
-OVERRIDES = ("task.max_value=3", "task.num_test=100", "eval.num_questions=100", "eval.every=8",
+OVERRIDES = ("task.max_value=3", "task.num_test=100", "eval.num_questions=100", "eval.every=16",
              "tracking.transcripts_every=0")
 
 
