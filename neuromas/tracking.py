@@ -52,6 +52,19 @@ class Tracker:
                                                         json.dumps(r.get("node_texts", {}), indent=1)] for r in rows])
             self._wandb.log({"transcripts": table}, step=step)
 
+    def textual(self, record: dict, step: int) -> None:
+        """One textual step (`TextualOptimizer.step`'s record) to textual.jsonl, and its proposals
+        as a wandb table (node, old text, new text or why it failed the check, the decision)."""
+        with (self.path.parent / "textual.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, **record}) + "\n")
+        if self._wandb is not None:
+            import wandb
+
+            columns = ["node", "old_text", "new_text", "problem", "validation_before", "validation_after", "decision"]
+            rows = [[p["node_id"], p["old_text"], p["new_text"] or "", p["problem"], record["validation_before"],
+                     record["validation_after"], record["decision"]] for p in record["proposals"]]
+            self._wandb.log({"textual/proposals": wandb.Table(columns=columns, data=rows)}, step=step)
+
     def truncate_after(self, step: int) -> None:
         """Forget lines logged after `step` (a resumed run logs those steps again)."""
         self._file.close()
@@ -74,6 +87,8 @@ class NullTracker:
 
     def transcripts(self, rows: list[dict], step: int) -> None: ...
 
+    def textual(self, record: dict, step: int) -> None: ...
+
     def truncate_after(self, step: int) -> None: ...
 
     def close(self) -> None: ...
@@ -94,12 +109,6 @@ def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:
     truncate_jsonl(run_dir / "growth.jsonl", step, inclusive=stage_closed)
     truncate_jsonl(run_dir / "evals.jsonl", step)
     truncate_jsonl(run_dir / "textual.jsonl", step)
-
-
-def record_textual(path: Path, step: int, record: dict) -> None:
-    """Append one textual step (`TextualOptimizer.step`'s record: proposals, scores, decision)."""
-    with path.open("a") as f:
-        f.write(json.dumps({"step": step, **record}) + "\n")
 
 
 def record_growth(path: Path, step: int, stage: int, widths: list[int], init: str, plan) -> None:

@@ -35,7 +35,7 @@ from neuromas.system import System
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.textual import TextualOptimizer
-from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, record_textual, rewind
+from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, rewind
 from neuromas.update import PolicyUpdate
 
 
@@ -229,8 +229,7 @@ class Trainer:
         metrics.update(timer)
         if self.topology.aggregation != aggregation:
             self._record_topology()
-        if self.world.main:
-            record_textual(self.run_dir / "textual.jsonl", step, record)
+        self.tracker.textual(record, step)
         self._print(f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
                     f"{record['validation_after']:.3f}, {sum(p['new_text'] is not None for p in record['proposals'])}"
                     f" of {len(record['proposals'])} proposals well-formed)")

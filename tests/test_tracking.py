@@ -26,7 +26,10 @@ def test_wandb_offline_run_needs_no_account(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "neuromas-tests")
     tracker = Tracker(TrackingConfig(backend="wandb"), tmp_path, "run", {"train": {"steps": 2}})
     tracker.log({"reward/mean": 0.5, "node/L0N0/msg_tokens": 12.0}, 1)
+    tracker.textual({"proposals": [{"node_id": "L0N0", "old_text": "", "new_text": None, "problem": "empty"}],
+                     "validation_before": 0.5, "validation_after": 0.5, "decision": "no valid edit"}, 1)
     tracker.close()
+    assert json.loads((tmp_path / "textual.jsonl").read_text())["proposals"][0]["problem"] == "empty"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["reward/mean"] == 0.5
