@@ -6,10 +6,12 @@ grown into [2, 1]) and is scored on the same 64 test questions.
     python recipes/ann/compare.py                 # seeds 0, 1 and 2, runs in runs/ann/
     python recipes/ann/compare.py --seeds 3
 
-At about equal wall time: a textual step here costs about as much as four policy-gradient
-steps (a rollout, three optimiser calls and two greedy passes over 32 validation questions),
-so the text-alone arm has 6 steps of the [2, 1] system against the others' 24 (16 of [1],
-8 of [2, 1]). Each run's wall time is in the table. Finished runs are reused (docs/data/).
+At about equal wall time: a textual step costs several policy-gradient steps (three optimiser
+calls and two greedy passes over the validation questions). In the first pilot (docs/results.md,
+section 3) one took 75-83 s with 16 validation questions, beside another run; a quickstart
+step of [2, 1] takes about 16 s alone. So the text-alone arm has 4 steps of the [2, 1] system
+against the others' 24 (16 of [1], 8 of [2, 1]); each run's wall time is in the table.
+Finished runs are reused (docs/data/).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from paper_runs import ROOT, report, run_all  # noqa: E402
 QUICKSTART = "recipes/quickstart.yaml"
 SYSTEMS = {
     "LoRA-RL": (QUICKSTART, "ann-lora", ()),
-    "text alone (6 textual steps)": (QUICKSTART, "ann-text", ("growth.stages=[]", "topology.widths=[2,1]",
-                                                               "train.steps=6", "textual.only=true")),
+    "text alone (4 textual steps)": (QUICKSTART, "ann-text", ("growth.stages=[]", "topology.widths=[2,1]",
+                                                               "train.steps=4", "textual.only=true")),
     "LoRA-RL + text every 8 steps": (QUICKSTART, "ann-both", ("textual.every=8",)),
     "LoRA-RL, attribution credit (logprob)": (QUICKSTART, "ann-attr-logprob", ("algorithm.credit=attribution",)),
     "LoRA-RL, attribution credit (squared_logits)": (QUICKSTART, "ann-attr-squared",
