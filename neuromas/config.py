@@ -393,11 +393,15 @@ class TextualConfig:
     top_k: Optional[int] = None  # GBC bandwidth: edit only the k nodes with the largest connection weight on failures
     validation_questions: int = 32  # the fixed validation split the gate scores on (greedy)
     margin: float = 0.0  # commit only if validation accuracy beats the current system's by more than this
+    # joint: all of a step's edits are one candidate | per_node: each edit is scored alone first and only
+    # those that beat the current system are combined (one validation pass per edit more)
+    gate: str = "joint"
     max_new_tokens: int = 96  # each critique and edit the optimiser writes
     max_text_chars: int = 400  # format check: the longest node text accepted
 
     def __post_init__(self) -> None:
         _check_choice("textual", "edit", self.edit, ("text", "text+aggregation"))
+        _check_choice("textual", "gate", self.gate, ("joint", "per_node"))
         _check_positive("textual", self, "episodes", "history", "top_k", "validation_questions", "max_new_tokens",
                         "max_text_chars")
         _check_positive("textual", self, "every", "margin", allow_zero=True)

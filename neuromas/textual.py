@@ -15,7 +15,8 @@ One textual step, after a rollout:
 4. **Edit, check, gate.** The optimiser writes each node's new text after ``NEW TEXT:`` (its
    reply starts with that marker, which the model continues). A
    proposal that does not parse, is empty, too long or unchanged fails the format check. The
-   candidate (all edits that passed) is scored on the fixed validation split beside the current
+   candidate (all edits that passed; with `gate: per_node`, only those that beat the current
+   system when scored alone) is scored on the fixed validation split beside the current
    system; it is committed only if it beats it by more than `margin`, else rolled back.
 
 The optimiser model is the base itself with the adapters off (`optimizer_model: base`) or another
@@ -74,6 +75,7 @@ class Proposal:
     new_text: str | None  # None: failed the format check
     problem: str = ""  # why it failed the check
     reply: str = ""  # the optimiser's whole edit reply
+    validation: float | None = None  # gate: per_node - its validation accuracy alone
 
 
 def parse_text(reply: str, old: str, max_chars: int) -> tuple[str | None, str]:
@@ -142,23 +144,40 @@ class TextualOptimizer:
             self.history[node_id] = (self.history.get(node_id, []) + [critique])[-cfg.history:]
         aggregation, aggregation_problem = (parse_aggregation(global_critique, system.topology)
                                             if cfg.edit == "text+aggregation" else (None, ""))
-        candidate = system.with_texts({p.node_id: p.new_text for p in proposals if p.new_text is not None})
+        edits = {p.node_id: _with_text(p.node_id, p.new_text) for p in proposals if p.new_text is not None}
         if aggregation is not None:
-            t = system.topology
-            candidate = System(candidate.agents, Topology(t.widths, t.edges, aggregation), candidate.new_nodes,
-                               candidate.texts)
-        edited = candidate.texts != system.texts or aggregation is not None
-        before = validate(system)
-        after = validate(candidate) if edited else before
-        commit = edited and after > before + cfg.margin
+            edits["aggregation"] = _with_aggregation(aggregation)
+        candidate, before, after, alone = self._gate(system, edits, validate)
+        for p in proposals:
+            p.validation = alone.get(p.node_id)
+        commit = candidate is not system
         record = {"global_critique": global_critique, "proposals": [vars(p) for p in proposals],
                   "aggregation": aggregation, "aggregation_problem": aggregation_problem,
+                  "aggregation_validation": alone.get("aggregation"), "gate": cfg.gate,
                   "validation_before": before, "validation_after": after,
-                  "decision": "commit" if commit else "roll back" if edited else "no valid edit"}
+                  "decision": "commit" if commit else "roll back" if edits else "no valid edit"}
         metrics = {"textual/validation_before": before, "textual/validation_after": after,
                    "textual/committed": float(commit),
                    "textual/format_ok": sum(p.new_text is not None for p in proposals) / max(len(proposals), 1)}
-        return (candidate if commit else system), metrics, record
+        return candidate, metrics, record
+
+    def _gate(self, system: System, edits: dict[str, Callable[[System], System]],
+              validate: Callable[[System], float]) -> tuple[System, float, float, dict[str, float]]:
+        """(the system to go on with, validation before, after, each edit's score alone). joint:
+        all edits as one candidate. per_node: each edit scored alone first, and only those that
+        beat the current system go into the candidate (itself scored when it combines several)."""
+        before = validate(system)
+        if not edits:
+            return system, before, before, {}
+        alone = {name: validate(edit(system)) for name, edit in edits.items()} if self.cfg.gate == "per_node" else {}
+        kept = [n for n in edits if n not in alone or alone[n] > before + self.cfg.margin]
+        if not kept:
+            return system, before, max(alone.values()), alone
+        candidate = system
+        for name in kept:
+            candidate = edits[name](candidate)
+        after = alone[kept[0]] if len(kept) == 1 and alone else validate(candidate)
+        return (candidate if after > before + self.cfg.margin else system), before, after, alone
 
     def renamed(self, old_to_new: dict[str, str]) -> None:
         """After growth: survivors' histories follow them to their new ids; new nodes start empty."""
@@ -169,6 +188,17 @@ class TextualOptimizer:
 
     def load_state(self, state: dict | None) -> None:
         self.history = {n: list(h) for n, h in ((state or {}).get("history") or {}).items()}
+
+
+def _with_text(node_id: str, text: str) -> Callable[[System], System]:
+    return lambda system: system.with_texts({node_id: text})
+
+
+def _with_aggregation(aggregation: list[str]) -> Callable[[System], System]:
+    def apply(system: System) -> System:
+        t = system.topology
+        return System(system.agents, Topology(t.widths, t.edges, aggregation), system.new_nodes, system.texts)
+    return apply
 
 
 def _pick_episodes(rewards: torch.Tensor, count: int) -> list[int]:

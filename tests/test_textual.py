@@ -215,3 +215,19 @@ def test_transcripts_show_the_texts_their_rollout_was_prompted_with(tiny_model_d
     assert [r["node_texts"] for r in rows if r["step"] == 1][0] == {}  # step 1 ran before any edit
     assert [r["node_texts"] for r in rows if r["step"] == 2][0] == {"L0N0": "edited at 1"}
     assert trainer.system.texts == {"L0N0": "edited at 1"}
+
+
+def test_a_per_node_gate_keeps_the_good_edit_a_joint_gate_loses_beside_a_bad_one(rollout):
+    _, system, episodes, rewards = rollout
+
+    def score(s):
+        return 0.5 + 0.1 * ("better" in s.texts.get("L0N0", "")) - 0.3 * ("worse" in s.texts.get("L0N1", ""))
+    edits = {"L0N0": "NEW TEXT: better", "L0N1": "NEW TEXT: worse"}
+    joint, _, record = optimizer(ScriptedCritic(edits)).step(system, episodes, rewards, score)
+    assert joint is system and record["decision"] == "roll back" and record["validation_after"] == pytest.approx(0.3)
+    calls = []
+    per_node, _, record = optimizer(ScriptedCritic(edits), gate="per_node").step(
+        system, episodes, rewards, lambda s: calls.append(s) or score(s))
+    assert per_node.texts == {"L0N0": "better"} and record["decision"] == "commit" and len(calls) == 3
+    by_node = {p["node_id"]: p["validation"] for p in record["proposals"]}
+    assert by_node["L0N0"] == pytest.approx(0.6) and by_node["L0N1"] == pytest.approx(0.2) and by_node["L1N0"] is None
