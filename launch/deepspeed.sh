@@ -20,5 +20,9 @@ else
     hosts=(--num_gpus "$nproc" --master_port "${MASTER_PORT:-$("${PYTHON:-python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}")
 fi
 # A bad recipe fails here, in one line, rather than once per process.
-"${PYTHON:-python3}" -m neuromas train --dry-run "$@"
+hosts_count=1
+if [[ -n "${HOSTFILE:-}" ]]; then
+    hosts_count=$(grep -cvE '^[[:space:]]*(#|$)' "$HOSTFILE")
+fi
+"${PYTHON:-python3}" -m neuromas train --dry-run --processes $((nproc * hosts_count)) "$@"
 exec deepspeed "${hosts[@]}" --no_local_rank --module neuromas train "$@"

@@ -22,5 +22,5 @@ else
     rendezvous=(--standalone)
 fi
 # A bad recipe fails here, in one line, rather than once per process.
-"${PYTHON:-python3}" -m neuromas train --dry-run "$@"
+"${PYTHON:-python3}" -m neuromas train --dry-run --processes $((nproc * ${NNODES:-1})) "$@"
 exec torchrun "${rendezvous[@]}" --nproc_per_node "$nproc" -m neuromas train "$@"

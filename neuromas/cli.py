@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true",
                        help="check the recipe, its data and the run directory, then exit (the launch/ scripts do "
                             "this before starting N processes)")
+    train.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="with --dry-run: how many processes the run will have, so that the batch split is "
+                            "checked too (the launch/ scripts pass it)")
     train.add_argument("--deepspeed", metavar="CONFIG",
                        help="DeepSpeed config: a shipped name (zero2, zero2-offload, zero0) or a "
                             "JSON path; same as distributed.deepspeed=CONFIG (default zero2 with N > 1 processes)")
@@ -110,7 +113,7 @@ def train(args: argparse.Namespace) -> None:
     task = build_task(cfg.task)
     task.check_batch(cfg.train.questions_per_step)
     if args.dry_run:
-        return check_recipe(cfg)
+        return check_recipe(cfg, args.processes)
     lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
@@ -180,11 +183,17 @@ def check_topologies(cfg) -> None:
         Topology.from_config(stage.topology)
 
 
-def check_recipe(cfg) -> None:
-    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config."""
+def check_recipe(cfg, processes: int = 1) -> None:
+    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config,
+    and, for a launch of `processes` processes, the batch split and what one process must do."""
     from neuromas.distributed import World
     from neuromas.optim import resolve_deepspeed_config
 
+    if processes < 1:
+        raise NeuromasError(f"--processes: must be at least 1, got {processes}")
+    World(0, processes).shard(list(range(cfg.train.questions_per_step)))
+    if processes > 1 and (cfg.textual.every or cfg.textual.only):
+        raise NeuromasError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
     if cfg.distributed.deepspeed:
         resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
     print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.train.steps} steps)",

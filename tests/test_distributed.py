@@ -250,3 +250,25 @@ def test_launcher_with_a_bad_recipe_fails_in_one_line(tmp_path):
                                                                       os.environ.get("PATH", "")])})
     assert done.returncode != 0
     assert "neuromas: error: recipe not found" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["torchrun.sh", "deepspeed.sh"])
+def test_launcher_with_a_batch_that_does_not_split_fails_in_one_line(tiny_model_dir, tmp_path, script):
+    """Caught by the launcher's dry run, which knows the process count, before any process starts."""
+    overrides = tiny_overrides(tiny_model_dir, tmp_path / "run", **{"train.questions_per_step": 3})
+    done = subprocess.run(["bash", str(TESTS.parent / "launch" / script), "2", str(RECIPE), *overrides],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                                      os.environ.get("PATH", "")])})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("train.questions_per_step: 3 does not split evenly over 2 processes") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_refuses_textual_steps_on_several_processes(tmp_path, capsys):
+    from neuromas.cli import main
+
+    assert main(["train", str(RECIPE), "textual.every=2", "train.questions_per_step=4", "--dry-run",
+                 "--processes", "2"]) == 2
+    assert "textual steps run in one process" in capsys.readouterr().err
+    assert main(["train", str(RECIPE), "train.questions_per_step=4", "--dry-run", "--processes", "2"]) == 0
