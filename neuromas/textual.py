@@ -26,7 +26,7 @@ local model. Every proposal, its check, the validation scores and the decision g
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -196,8 +196,7 @@ def _with_text(node_id: str, text: str) -> Callable[[System], System]:
 
 def _with_aggregation(aggregation: list[str]) -> Callable[[System], System]:
     def apply(system: System) -> System:
-        t = system.topology
-        return System(system.agents, Topology(t.widths, t.edges, aggregation), system.new_nodes, system.texts)
+        return replace(system, topology=Topology(system.topology.widths, system.topology.edges, aggregation))
     return apply
 
 
