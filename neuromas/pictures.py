@@ -136,11 +136,12 @@ def topology_of(source: Path) -> tuple[Topology, dict[str, str]]:
     the texts it seeds), a run directory or a checkpoint."""
     from neuromas import checkpoint as ckpt
     from neuromas.config import load_config
+    from neuromas.system import recipe_texts
 
     if source.is_file():
         cfg = load_config(source)
         topology = Topology.from_config(cfg.stages()[-1].topology)
-        return topology, {n: t for n, t in cfg.agents.texts.items() if n in topology.node_ids and t}
+        return topology, recipe_texts(cfg.agents.texts, topology.node_ids)
     system, _ = ckpt.find_system(source)
     topology = Topology.from_dict(ckpt.read_state(system)["topology"])
     return topology, ckpt.texts_from(system, topology.node_ids)

@@ -66,6 +66,11 @@ class System:
         return System(agents, topology, frozenset(state.get("new_nodes", [])), ckpt.texts_from(path, topology.node_ids))
 
 
+def recipe_texts(texts: dict[str, str], node_ids: list[str]) -> dict[str, str]:
+    """The recipe's node texts (`agents.texts`) of the nodes in `node_ids`; empty ones are none."""
+    return {n: t for n, t in texts.items() if n in node_ids and t}
+
+
 def load_system(source: Path, trained: bool = True,
                 all_node_ids: list[str] | None = None) -> tuple[System, Config, Path]:
     """A saved system (a run directory's final adapters, or a checkpoint), its run's config
@@ -76,7 +81,7 @@ def load_system(source: Path, trained: bool = True,
     topology = Topology.from_dict(state["topology"])
     base, tokenizer = load_base_model(cfg.model)
     agents = Agents(base, tokenizer, cfg.agents, topology.node_ids, all_node_ids)
-    texts = {n: t for n, t in cfg.agents.texts.items() if n in topology.node_ids}  # as the run started
+    texts = recipe_texts(cfg.agents.texts, topology.node_ids)  # as the run started
     if trained:
         load_adapter_states(agents, ckpt.adapter_states_from(directory, topology.node_ids))
         texts = ckpt.texts_from(directory, topology.node_ids)

@@ -31,7 +31,7 @@ from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
-from neuromas.system import System
+from neuromas.system import System, recipe_texts
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.textual import TextualOptimizer
@@ -66,7 +66,7 @@ class Trainer:
             raise ConfigError(f"agents.texts: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
         with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
             self.system = System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
-                                 texts={n: t for n, t in cfg.agents.texts.items() if n in topology.node_ids and t})
+                                 texts=recipe_texts(cfg.agents.texts, topology.node_ids))
         if self.world.size > 1:  # ranks sample differently from here on
             random.seed(cfg.train.seed + 7919 * self.world.rank)
             torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
