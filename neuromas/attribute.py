@@ -35,11 +35,16 @@ def strongest_path(start: str, shares: dict[str, dict[str, float]]) -> list[str]
     return path
 
 
+def failing_episodes(rewards: torch.Tensor, num_regular: int) -> list[int]:
+    """The regular episodes whose reward falls short of correct (1)."""
+    return [e for e in range(num_regular) if rewards[e] < 1.0]
+
+
 @torch.no_grad()
 def _failing(engine: RolloutEngine, system, task, questions) -> tuple[Episodes, list[int], int]:
     episodes = engine.run(system, questions, samples_per_question=1, greedy=True)
     rewards = task.score(episodes.answers(), episodes.samples)
-    return episodes, [e for e in range(len(questions)) if rewards[e] < 1.0], len(questions)
+    return episodes, failing_episodes(rewards, len(questions)), len(questions)
 
 
 def failure_shares(agents, episodes: Episodes, failing: list[int], agg: str, objective: str, temperature: float,

@@ -33,6 +33,7 @@ import torch
 
 from neuromas.agents import BASE, Agents
 from neuromas.aggregation import AGGREGATIONS
+from neuromas.attribute import failing_episodes
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig, TextualConfig
 from neuromas.errors import ConfigError
 from neuromas.rollout import Episodes
@@ -202,8 +203,8 @@ def _with_aggregation(aggregation: list[str]) -> Callable[[System], System]:
 
 def _pick_episodes(rewards: torch.Tensor, count: int) -> list[int]:
     """Up to `count` regular episodes: failing ones first, and up to half of them passing."""
-    failing = [e for e in range(len(rewards)) if rewards[e] < 1.0]
-    passing = [e for e in range(len(rewards)) if rewards[e] >= 1.0]
+    failing = failing_episodes(rewards, len(rewards))
+    passing = [e for e in range(len(rewards)) if e not in failing]
     keep_passing = min(len(passing), count // 2)
     return sorted(failing[:count - keep_passing] + passing[:keep_passing])
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
-from neuromas.attribute import failure_shares, node_weights
+from neuromas.attribute import failing_episodes, failure_shares, node_weights
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
@@ -215,9 +215,9 @@ class Trainer:
         cfg = self.cfg.textual
         weights = None
         if cfg.top_k is not None:  # GBC bandwidth: the nodes most connected to the failures
-            failing = [e for e in range(episodes.num_regular) if rewards[e] < 1.0]
-            shares, _ = failure_shares(self.agents, episodes, failing, self.cfg.algorithm.attribution_agg,
-                                       self.cfg.algorithm.attribution_objective, self.cfg.rollout.temperature,
+            alg = self.cfg.algorithm
+            shares, _ = failure_shares(self.agents, episodes, failing_episodes(rewards, episodes.num_regular),
+                                       alg.attribution_agg, alg.attribution_objective, self.cfg.rollout.temperature,
                                        self.cfg.train.micro_batch_size)
             weights = node_weights(episodes, shares)
         questions = self.task.validation[:cfg.validation_questions]
