@@ -65,7 +65,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
     rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
     evals = [json.loads(line) for line in (kept / "evals.jsonl").read_text().splitlines()]
     rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
-    return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
+    return {"dir": run_dir, "name": name, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
@@ -118,16 +118,40 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
     for label, runs in results.items():
         cells = [[a.mean for r in runs for s, a in r["evals"] if s == step] for step in steps]
         print(f"| {label} | " + " | ".join(_mean_se(c) if c else "" for c in cells) + " |")
-    (label_a, runs_a), (label_b, runs_b) = list(results.items())[:2]
-    pairs = [(a, b) for a in runs_a for b in runs_b if a["seed"] == b["seed"] and a["ids"] == b["ids"]]
-    if pairs:  # every (seed, question) is one pair: the same question answered by both arms
-        pooled_a = Accuracy.of([c for a, _ in pairs for c in a["after"].correct])
-        pooled_b = Accuracy.of([c for _, b in pairs for c in b["after"].correct])
-        diff = paired_difference(pooled_a, pooled_b)
-        print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
-              f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+    (label_a, runs_a), *others = results.items()
+    for label_b, runs_b in others:  # every arm against the first, on the same (seed, question) pairs
+        pairs = [(a, b) for a in runs_a for b in runs_b if a["seed"] == b["seed"] and a["ids"] == b["ids"]]
+        if pairs:
+            pooled_a = Accuracy.of([c for a, _ in pairs for c in a["after"].correct])
+            pooled_b = Accuracy.of([c for _, b in pairs for c in b["after"].correct])
+            diff = paired_difference(pooled_a, pooled_b)
+            print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
+                  f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+    cut_off_table(results)
     draw_band(results, ROOT / picture)
     print(f"\nReward curves (mean over seeds, band: ± one standard error): {picture}\nCommand: {command}")
+
+
+def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
+    """Share of each node's messages cut off at the token limit (`node/<id>/truncated`), mean over
+    each of `blocks` equal spans of steps: a reply that runs away to the limit never reaches its
+    answer and scores 0. A node id names a place in the graph: after growth, L0N0 is no longer the
+    answering node."""
+    steps = max(len(r["rewards"]) for runs in results.values() for r in runs)
+    spans = [(i * steps // blocks + 1, (i + 1) * steps // blocks) for i in range(blocks)]
+    print("\nShare of each node's messages cut off at the token limit, mean over each span of steps:\n")
+    print("| system | seed | node | " + " | ".join(f"steps {a}-{b}" for a, b in spans) + " |")
+    print("|" + " --- |" * (blocks + 3))
+    for label, runs in results.items():
+        for r in runs:
+            rows = [json.loads(line) for line in (DATA / r["name"] / "metrics.jsonl").read_text().splitlines()]
+            rows = [row for row in rows if "reward/mean" in row]
+            nodes = sorted({key.split("/")[1] for row in rows for key in row if key.endswith("/truncated")})
+            for node in nodes:
+                cells = [[row[f"node/{node}/truncated"] for row in rows
+                          if a <= row["step"] <= b and f"node/{node}/truncated" in row] for a, b in spans]
+                print(f"| {label} | {r['seed']} | {node} | "
+                      + " | ".join(f"{statistics.mean(c):.2f}" if c else "-" for c in cells) + " |")
 
 
 def draw_band(results: dict[str, list[dict]], path: Path) -> None:
