@@ -5,6 +5,7 @@ grown into [2, 1]) and is scored on the same 64 test questions.
 
     python recipes/ann/compare.py                 # seeds 0, 1 and 2, runs in runs/ann/
     python recipes/ann/compare.py --seeds 3
+    python recipes/ann/compare.py --seeds 0 --arms 1 3   # LoRA-RL and both
 
 At about equal wall time: a textual step costs several policy-gradient steps (three optimiser
 calls and two greedy passes over the validation questions). In the first pilot (docs/results.md,
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "paper"))
 
-from paper_runs import ROOT, report, run_all  # noqa: E402
+from paper_runs import ROOT, add_arms_argument, chosen, report, run_all  # noqa: E402
 
 QUICKSTART = "recipes/quickstart.yaml"
 SYSTEMS = {
@@ -42,8 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/ann")
+    add_arms_argument(parser, SYSTEMS)
     args = parser.parse_args()
-    results = run_all(SYSTEMS, args.seeds, ROOT / args.out, OVERRIDES)
+    results = run_all(chosen(SYSTEMS, args.arms), args.seeds, ROOT / args.out, OVERRIDES)
     report(results, "docs/images/ann-compare-curves.png",
            f"python recipes/ann/compare.py --seeds {' '.join(map(str, args.seeds))}")
 

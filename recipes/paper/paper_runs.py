@@ -87,6 +87,18 @@ def run_all(systems: dict[str, str | tuple[str, str, tuple[str, ...]]], seeds: l
     return {label: [runs[seed][label] for seed in seeds] for label in systems}
 
 
+def add_arms_argument(parser, systems: dict) -> None:
+    """`--arms I [I ...]`: run (and report) only these arms, 1-based in the order of `systems`, e.g.
+    to fit one long arm into the time at hand; the others' kept runs stay where they are."""
+    listing = ", ".join(f"{i} = {label}" for i, label in enumerate(systems, 1))
+    parser.add_argument("--arms", type=int, nargs="+", choices=range(1, len(systems) + 1), metavar="I",
+                        help=f"only these arms ({listing}); default: all")
+
+
+def chosen(systems: dict, arms: list[int] | None) -> dict:
+    return {label: arm for i, (label, arm) in enumerate(systems.items(), 1) if arms is None or i in arms}
+
+
 def _mean_se(values: list[float]) -> str:
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return f"{statistics.mean(values):.3f} ± {se:.3f}"

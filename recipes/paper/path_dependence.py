@@ -4,6 +4,7 @@ operands 1..3 (the equal-budget task: the untrained node solves 14%), 100 test q
 
     python recipes/paper/path_dependence.py              # seeds 0, 1 and 2, runs in runs/paper/
     python recipes/paper/path_dependence.py --seeds 3 4
+    python recipes/paper/path_dependence.py --seeds 0 --arms 2   # the grown arm alone
     python recipes/paper/path_dependence.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model
 
 The untrained accuracy of the grown arm is that of its first stage, one node. Finished runs
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from paper_runs import ROOT, report, run_all
+from paper_runs import ROOT, add_arms_argument, chosen, report, run_all
 
 SYSTEMS = {"[4, 2, 1] from scratch": "recipes/growth/scratch-7.yaml",
            "grown 1 -> 3 -> 7": "recipes/growth/grow-1-3-7.yaml"}
@@ -31,12 +32,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/paper")
     parser.add_argument("--gpu", action="store_true", help="the GPU protocol: recipes/paper/gpu/")
+    add_arms_argument(parser, SYSTEMS)
     args = parser.parse_args()
-    systems = GPU_SYSTEMS if args.gpu else SYSTEMS
+    systems = chosen(GPU_SYSTEMS if args.gpu else SYSTEMS, args.arms)
     results = run_all(systems, args.seeds, ROOT / args.out, () if args.gpu else OVERRIDES)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}path-dependence-curves.png",
            f"python recipes/paper/path_dependence.py {'--gpu ' if args.gpu else ''}"
-           f"--seeds {' '.join(map(str, args.seeds))}")
+           f"--seeds {' '.join(map(str, args.seeds))}"
+           + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else ""))
 
 
 if __name__ == "__main__":
