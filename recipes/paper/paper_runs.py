@@ -65,8 +65,11 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
     rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
     evals = [json.loads(line) for line in (kept / "evals.jsonl").read_text().splitlines()]
     rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
+    # rows with a non-zero advantage, i.e. that carry a gradient (none in a text-only run)
+    signal = [r["train/rows_updated"] / r["rollout/messages"] for r in rows if "train/rows_updated" in r]
     return {"dir": run_dir, "name": name, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
+            "signal": statistics.mean(signal) if signal else None,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
 
@@ -112,14 +115,15 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
     print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
           f"Greedy accuracy on {first['after'].n} test questions (± standard error).\n")
     print("| system | seed | steps | untrained | trained | change (paired) | sampled reward, first 3 / last 3 steps "
-          "| wall time | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| rows with a gradient | wall time | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, runs in results.items():
         for r in runs:
             change, rewards = paired_difference(r["before"], r["after"]), [v for _, v in r["rewards"]]
             print(f"| {label} | {r['seed']} | {len(rewards)} | {r['before'].mean:.3f} ± {r['before'].se:.3f} | "
                   f"{r['after'].mean:.3f} ± {r['after'].se:.3f} | {change.difference:+.3f} ± {change.se:.3f} | "
                   f"{statistics.mean(rewards[:3]):.2f} / {statistics.mean(rewards[-3:]):.2f} | "
+                  f"{'-' if r['signal'] is None else format(r['signal'], '.0%')} | "
                   f"{r['wall_s'] / 60:.1f} min | {r['load_before']:.1f} -> {r['load_after']:.1f} |")
     print("\n| system | seeds | trained accuracy, mean over seeds ± s.e. |\n| --- | --- | --- |")
     for label, runs in results.items():
@@ -133,15 +137,24 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
     (label_a, runs_a), *others = results.items()
     for label_b, runs_b in others:  # every arm against the first, on the same (seed, question) pairs
         pairs = [(a, b) for a in runs_a for b in runs_b if a["seed"] == b["seed"] and a["ids"] == b["ids"]]
-        if pairs:
-            pooled_a = Accuracy.of([c for a, _ in pairs for c in a["after"].correct])
-            pooled_b = Accuracy.of([c for _, b in pairs for c in b["after"].correct])
-            diff = paired_difference(pooled_a, pooled_b)
-            print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
-                  f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+        if not pairs:
+            continue
+        diff = _pooled_difference([a["after"] for a, _ in pairs], [b["after"] for _, b in pairs])
+        print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
+              f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+        for step in steps[1:-1]:  # the same comparison at each evaluation before the last
+            at = [(dict(a["evals"]).get(step), dict(b["evals"]).get(step)) for a, b in pairs]
+            if all(x is not None and y is not None for x, y in at):
+                print(f"- at step {step}: {_pooled_difference([x for x, _ in at], [y for _, y in at])}")
     cut_off_table(results)
     draw_band(results, ROOT / picture)
     print(f"\nReward curves (mean over seeds, band: ± one standard error): {picture}\nCommand: {command}")
+
+
+def _pooled_difference(a: list[Accuracy], b: list[Accuracy]):
+    """B minus A over every (seed, question) pair: run i of A and run i of B answered the same questions."""
+    return paired_difference(Accuracy.of([c for acc in a for c in acc.correct]),
+                             Accuracy.of([c for acc in b for c in acc.correct]))
 
 
 def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
