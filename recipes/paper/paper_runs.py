@@ -148,7 +148,7 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
                 print(f"- at step {step}: {_pooled_difference([x for x, _ in at], [y for _, y in at])}")
     cut_off_table(results)
     draw_band(results, ROOT / picture)
-    print(f"\nReward curves (mean over seeds, band: ± one standard error): {picture}\nCommand: {command}")
+    print(f"\nCurves (mean over seeds ± one standard error): {picture}\nCommand: {command}")
 
 
 def _pooled_difference(a: list[Accuracy], b: list[Accuracy]):
@@ -179,22 +179,35 @@ def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
                       + " | ".join(f"{statistics.mean(c):.2f}" if c else "-" for c in cells) + " |")
 
 
-def draw_band(results: dict[str, list[dict]], path: Path) -> None:
-    """Sampled reward per step: each arm's mean over seeds, with a band of ± one standard error."""
+def draw_band(results: dict[str, list[dict]], path: Path, window: int = 8) -> None:
+    """Left: sampled reward per step, a running mean over `window` steps (every seed sees the same
+    questions at a step, so the raw curve mostly shows which questions were hard), each arm's mean
+    over seeds with a band of ± one standard error. Right: greedy test accuracy at each evaluation,
+    mean over seeds ± one standard error."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(10, 4))
+    reward_ax, eval_ax = fig.subplots(1, 2)
     for i, (label, runs) in enumerate(results.items()):
-        steps = sorted({s for r in runs for s, _ in r["rewards"]})
-        by_step = [[v for r in runs for s, v in r["rewards"] if s == step] for step in steps]
-        mean = [statistics.mean(v) for v in by_step]
-        se = [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in by_step]
-        ax.plot(steps, mean, color=f"C{i}", label=f"{label} ({len(runs)} seeds)")
-        ax.fill_between(steps, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
-                        color=f"C{i}", alpha=0.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("sampled reward")
-    ax.legend(fontsize=8)
+        curves = []
+        for r in runs:
+            values = [v for _, v in sorted(r["rewards"])]
+            curves.append([statistics.mean(values[max(0, k + 1 - window):k + 1]) for k in range(len(values))])
+        steps = range(1, min(len(c) for c in curves) + 1)
+        mean = [statistics.mean(c[k - 1] for c in curves) for k in steps]
+        se = [statistics.stdev(c[k - 1] for c in curves) / math.sqrt(len(curves)) if len(curves) > 1 else 0.0
+              for k in steps]
+        reward_ax.plot(steps, mean, color=f"C{i}", label=f"{label} ({len(runs)} seeds)")
+        reward_ax.fill_between(steps, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
+                               color=f"C{i}", alpha=0.2)
+        at = sorted({s for r in runs for s, _ in r["evals"]})
+        by_step = [[a.mean for r in runs for s, a in r["evals"] if s == step] for step in at]
+        eval_ax.errorbar(at, [statistics.mean(v) for v in by_step],
+                         [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in by_step],
+                         color=f"C{i}", marker="o", capsize=3, label=label)
+    reward_ax.set(xlabel="step", ylabel=f"sampled reward (running mean, {window} steps)")
+    n = next(iter(results.values()))[0]["after"].n
+    eval_ax.set(xlabel="step", ylabel=f"greedy test accuracy ({n} questions)")
+    reward_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
