@@ -240,6 +240,13 @@ class AlgorithmConfig:
     # (AgentChord: sum of the squared raw logits of the sampled tokens)
     attribution_objective: str = "logprob"
     attribution_top_k: Optional[int] = None  # attribution: keep each node's k most salient inputs
+    # A message cut off at its token limit costs its node this much reward, against the other
+    # samples of the same question (leave-one-out, added to the node's advantage; branch copies
+    # excluded). It pulls a node back from running away to the limit even in groups where every
+    # answer is wrong, which the task reward alone cannot (DAPO's overlong penalty, per node).
+    # 0: off. Built after the equal-budget rerun (docs/results.md, section 1), where the [2, 1]
+    # nodes' messages ran away to the limit after growth; not yet measured.
+    cutoff_penalty: float = 0.0
     kl_coef: float = 0.0  # weight of the KL to the base model (adapters disabled)
     kl_estimator: str = "k3"  # k1 | k3
     kl_in: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
@@ -268,7 +275,11 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.sampler_cap: must be > 1, got {self.sampler_cap}")
         _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip",
                         "attribution_top_k")
-        _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", allow_zero=True)
+        _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", "cutoff_penalty",
+                        allow_zero=True)
+        if self.cutoff_penalty and self.credit == "branch" and not self.branch_shared:
+            raise ConfigError("algorithm.cutoff_penalty: not with credit: branch alone, which trains only branched "
+                              "messages (set branch_shared: true, or cutoff_penalty: 0)")
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"algorithm.baseline_decay: must be in [0, 1), got {self.baseline_decay}")
 

@@ -16,6 +16,8 @@
   these are shares that sum to 1. From the answering nodes (weight 1 each), a node's weight is the sum over
   its readers of reader weight x share, and its advantage is the episode's advantage times
   its weight times its layer's width (so with full connectivity the mean scale is 1).
+With `cutoff_penalty`, each node's advantage also carries a leave-one-out penalty for its own
+messages cut off at the token limit, in every mode.
 With one final reward per episode, per-node grouping of K full-system samples equals
 per-question grouping: only `branch` (and gates, for `per_node`) separates nodes' credit.
 """
@@ -129,6 +131,26 @@ def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, 
             column = node_ids.index(node_id)
             out[source, column] = loo[0]
             out[copies, column] = loo[1:]
+    if cfg.cutoff_penalty:
+        out[:num_regular] -= cfg.cutoff_penalty * cutoff_advantages(episodes, node_ids, samples_per_question)
+    return out
+
+
+def cutoff_advantages(episodes: Episodes, node_ids: list[str], samples_per_question: int) -> torch.Tensor:
+    """[E_regular, N]: per node, whether its message was cut off at the token limit (1) or not (0),
+    leave-one-out against the same question's other samples the node took part in; 0 where it
+    took no part, or was alone in its group."""
+    cut = torch.full((episodes.num_regular, len(node_ids)), float("nan"))  # nan: absent
+    for m in episodes.messages:
+        if m.episode < episodes.num_regular:
+            cut[m.episode, node_ids.index(m.node_id)] = float(m.truncated)
+    out = torch.zeros_like(cut)
+    for start in range(0, episodes.num_regular, samples_per_question):
+        for n in range(len(node_ids)):
+            group = cut[start:start + samples_per_question, n]
+            rows = (~group.isnan()).nonzero().flatten()
+            if len(rows) >= 2:
+                out[start + rows, n] = rloo_advantages(group[rows].unsqueeze(0)).squeeze(0)
     return out
 
 

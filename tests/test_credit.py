@@ -6,6 +6,7 @@ import torch
 from neuromas import credit
 from neuromas.agents import Generation
 from neuromas.config import AlgorithmConfig, TaskConfig, TopologyConfig
+from neuromas.errors import ConfigError
 from neuromas.rollout import Branch, Episodes, Message
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
@@ -35,6 +36,35 @@ def test_shared_credit_gives_every_node_the_episode_advantage():
     adv = credit.advantages(AlgorithmConfig(), episodes, rewards, NODES, 4)
     expected = torch.tensor([1 / 3, -1.0, 1 / 3, 1 / 3])  # RLOO by hand
     assert torch.allclose(adv, expected.unsqueeze(1).expand(4, 3))
+
+
+def test_cutoff_penalty_charges_each_node_its_own_cut_off_messages():
+    # One question, K = 4. L0N0 was cut off in episode 0, L1N0 in episodes 0 and 1; L0N1 is a gated
+    # node absent from episodes 2-3, cut off in episode 0. Rewards are all 0: no signal from the task.
+    one = torch.tensor([1])
+    cut = {("L0N0", 0), ("L1N0", 0), ("L1N0", 1), ("L0N1", 0)}
+    present = {"L0N0": [0, 1, 2, 3], "L0N1": [0, 1], "L1N0": [0, 1, 2, 3]}
+    messages = [Message(e, n, one, one, torch.zeros(1), "", (n, e) in cut, {})
+                for n, eps in present.items() for e in eps]
+    episodes = Episodes([None] * 4, torch.zeros(4).long(), messages, ["L1N0"], [True] * 4, num_regular=4, branches=[])
+    adv = credit.advantages(AlgorithmConfig(cutoff_penalty=0.5), episodes, torch.zeros(4), NODES, 4)
+    # leave-one-out by hand: L0N0 cut = [1, 0, 0, 0] -> [1, -1/3, -1/3, -1/3]; L1N0 cut = [1, 1, 0, 0]
+    # -> [2/3, 2/3, -2/3, -2/3]; L0N1 among the episodes it took part in: [1, 0] -> [1, -1], 0 where
+    # absent; each times -0.5.
+    assert torch.allclose(adv[:, 0], -0.5 * torch.tensor([1, -1 / 3, -1 / 3, -1 / 3]))
+    assert torch.allclose(adv[:, 1], -0.5 * torch.tensor([1.0, -1.0, 0.0, 0.0]))
+    assert torch.allclose(adv[:, 2], -0.5 * torch.tensor([2 / 3, 2 / 3, -2 / 3, -2 / 3]))
+    # added to the task's advantage, which every node shares
+    rewards = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    both = credit.advantages(AlgorithmConfig(cutoff_penalty=0.5), episodes, rewards, NODES, 4)
+    task = credit.advantages(AlgorithmConfig(), episodes, rewards, NODES, 4)
+    assert torch.allclose(both - task, adv)
+
+
+def test_cutoff_penalty_is_refused_with_pure_branch_credit():
+    with pytest.raises(ConfigError, match="cutoff_penalty"):
+        AlgorithmConfig(credit="branch", cutoff_penalty=0.1)
+    AlgorithmConfig(credit="branch", branch_shared=True, cutoff_penalty=0.1)
 
 
 def test_per_node_credit_uses_only_the_episodes_a_node_took_part_in():
@@ -115,6 +145,7 @@ def test_branch_copies_share_upstream_messages(tiny_model_dir):
     ["algorithm.advantage=reinforce", "algorithm.kl_coef=0.1", "algorithm.kl_in=reward", "algorithm.kl_estimator=k1"],
     ["algorithm.advantage=dr_grpo", "algorithm.entropy_coef=0.01", "algorithm.loss_agg=sequence"],
     ["algorithm.credit=attribution", "algorithm.attribution_top_k=1"],
+    ["algorithm.cutoff_penalty=0.5", "rollout.max_new_tokens=4"],  # most messages cut off
 ])
 def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     from test_trainer import make_trainer
