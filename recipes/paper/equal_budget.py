@@ -4,6 +4,7 @@ rank 3r (the same trainable budget), same steps and samples, on nested arithmeti
     python recipes/paper/equal_budget.py                 # seeds 0, 1 and 2, runs in runs/paper/
     python recipes/paper/equal_budget.py --seeds 3 4
     python recipes/paper/equal_budget.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model, 300 steps
+    python recipes/paper/equal_budget.py --cutoff-penalty 0.2  # a third arm: three nodes with the penalty
 
 Each run evaluates greedily before training (the untrained system), every 8 steps and after.
 Finished runs are reused (their results are kept in docs/data/), so the script can be stopped
@@ -25,13 +26,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/paper")
     parser.add_argument("--gpu", action="store_true", help="the GPU protocol: recipes/paper/gpu/")
+    parser.add_argument("--cutoff-penalty", type=float, metavar="C",
+                        help="add a third arm: the three nodes with algorithm.cutoff_penalty=C (their messages ran "
+                             "away to the token limit after growth, docs/results.md section 1)")
     args = parser.parse_args()
     folder = "recipes/paper/gpu" if args.gpu else "recipes/paper"
-    results = run_all({label: f"{folder}/{recipe}.yaml" for label, recipe in SYSTEMS.items()}, args.seeds,
-                      ROOT / args.out)
+    systems = {label: f"{folder}/{recipe}.yaml" for label, recipe in SYSTEMS.items()}
+    if args.cutoff_penalty is not None:
+        penalty = f"{args.cutoff_penalty:g}"
+        systems[f"three nodes, cutoff_penalty {penalty}"] = (
+            f"{folder}/equal-budget-three.yaml", f"equal-budget-three-cutoff{penalty}",
+            (f"algorithm.cutoff_penalty={penalty}",))
+    results = run_all(systems, args.seeds, ROOT / args.out)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}equal-budget-curves.png",
            f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}"
-           f"--seeds {' '.join(map(str, args.seeds))}")
+           f"--seeds {' '.join(map(str, args.seeds))}"
+           + (f" --cutoff-penalty {args.cutoff_penalty:g}" if args.cutoff_penalty is not None else ""))
 
 
 if __name__ == "__main__":
