@@ -1,0 +1,50 @@
+"""The reproduction drivers (recipes/paper/) rebuild their tables and pictures from the runs kept
+in docs/data/ without training again: the numbers docs/results.md quotes come from them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "paper"))
+
+import equal_budget  # noqa: E402
+import paper_runs  # noqa: E402
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError(f"a kept run would have been trained again: {args}")
+
+
+def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(subprocess, "run", no_training)
+    systems = {label: f"recipes/paper/{recipe}.yaml" for label, recipe in equal_budget.SYSTEMS.items()}
+    results = paper_runs.run_all(systems, [0, 1, 2], tmp_path / "runs")
+    paper_runs.report(results, str(tmp_path / "curves.png"), "test")
+    out = capsys.readouterr().out
+    # docs/results.md, section 1
+    assert "| one node [1], rank 24 | 2 | 48 | 0.110 ± 0.031 | 0.230 ± 0.042 | +0.120 ± 0.038 |" in out
+    assert "| three nodes [2, 1], rank 8 each | 3 | 0.090 ± 0.012 |" in out
+    assert "over 3 seeds x 100 questions: +0.103 ± 0.027 (paired, 300 questions" in out
+    assert "- at step 32: +0.090 ± 0.026" in out
+    assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 | 0.20 | 0.59 | 0.98 |" in out
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_a_kept_run_of_another_recipe_version_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", no_training)
+    recipe = tmp_path / "paper" / "equal-budget-three.yaml"  # kept as docs/data/paper-equal-budget-three-seed0
+    recipe.parent.mkdir()
+    recipe.write_text((ROOT / "recipes/paper/equal-budget-three.yaml").read_text() + "# changed\n")
+    with pytest.raises(SystemExit, match="another version"):
+        paper_runs.run(str(recipe), 0, tmp_path / "runs")
+
+
+def test_arms_are_chosen_by_their_place_in_the_table():
+    systems = {"a": "x.yaml", "b": "y.yaml", "c": "z.yaml"}
+    assert list(paper_runs.chosen(systems, [1, 3])) == ["a", "c"]
+    assert list(paper_runs.chosen(systems, None)) == ["a", "b", "c"]
