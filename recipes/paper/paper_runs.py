@@ -67,9 +67,14 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
     rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
     # rows with a non-zero advantage, i.e. that carry a gradient (none in a text-only run)
     signal = [r["train/rows_updated"] / r["rollout/messages"] for r in rows if "train/rows_updated" in r]
-    return {"dir": run_dir, "name": name, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
+    truncated = {}  # node -> [(step, share of its messages cut off at the token limit)]
+    for r in rows:
+        for key, value in r.items():
+            if key.endswith("/truncated") and "reward/mean" in r:
+                truncated.setdefault(key.split("/")[1], []).append((r["step"], value))
+    return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
-            "signal": statistics.mean(signal) if signal else None,
+            "signal": statistics.mean(signal) if signal else None, "truncated": truncated,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
 
@@ -102,9 +107,13 @@ def chosen(systems: dict, arms: list[int] | None) -> dict:
     return {label: arm for i, (label, arm) in enumerate(systems.items(), 1) if arms is None or i in arms}
 
 
+def _se(values: list[float], alone: float = float("nan")) -> float:
+    """Standard error of the mean over seeds (`alone` for a single value)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else alone
+
+
 def _mean_se(values: list[float]) -> str:
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.3f} ± {se:.3f}"
+    return f"{statistics.mean(values):.3f} ± {_se(values):.3f}"
 
 
 def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
@@ -169,12 +178,8 @@ def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
     print("|" + " --- |" * (blocks + 3))
     for label, runs in results.items():
         for r in runs:
-            rows = [json.loads(line) for line in (DATA / r["name"] / "metrics.jsonl").read_text().splitlines()]
-            rows = [row for row in rows if "reward/mean" in row]
-            nodes = sorted({key.split("/")[1] for row in rows for key in row if key.endswith("/truncated")})
-            for node in nodes:
-                cells = [[row[f"node/{node}/truncated"] for row in rows
-                          if a <= row["step"] <= b and f"node/{node}/truncated" in row] for a, b in spans]
+            for node, series in sorted(r["truncated"].items()):
+                cells = [[v for step, v in series if a <= step <= b] for a, b in spans]
                 print(f"| {label} | {r['seed']} | {node} | "
                       + " | ".join(f"{statistics.mean(c):.2f}" if c else "-" for c in cells) + " |")
 
@@ -195,15 +200,13 @@ def draw_band(results: dict[str, list[dict]], path: Path, window: int = 8) -> No
             curves.append([statistics.mean(values[max(0, k + 1 - window):k + 1]) for k in range(len(values))])
         steps = range(1, min(len(c) for c in curves) + 1)
         mean = [statistics.mean(c[k - 1] for c in curves) for k in steps]
-        se = [statistics.stdev(c[k - 1] for c in curves) / math.sqrt(len(curves)) if len(curves) > 1 else 0.0
-              for k in steps]
+        se = [_se([c[k - 1] for c in curves], 0.0) for k in steps]
         reward_ax.plot(steps, mean, color=f"C{i}", label=f"{label} ({len(runs)} seeds)")
         reward_ax.fill_between(steps, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
                                color=f"C{i}", alpha=0.2)
         at = sorted({s for r in runs for s, _ in r["evals"]})
         by_step = [[a.mean for r in runs for s, a in r["evals"] if s == step] for step in at]
-        eval_ax.errorbar(at, [statistics.mean(v) for v in by_step],
-                         [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in by_step],
+        eval_ax.errorbar(at, [statistics.mean(v) for v in by_step], [_se(v, 0.0) for v in by_step],
                          color=f"C{i}", marker="o", capsize=3, label=label)
     reward_ax.set(xlabel="step", ylabel=f"sampled reward (running mean, {window} steps)")
     n = next(iter(results.values()))[0]["after"].n
