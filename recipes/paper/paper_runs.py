@@ -24,6 +24,7 @@ from neuromas.stats import Accuracy, paired_difference  # noqa: E402
 
 DATA = ROOT / "docs" / "data"  # what the tables and curves are made from, kept in git
 KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json", "recipe.txt")  # recipe.txt: recipe text and overrides
+KEPT_IF_WRITTEN = ("textual.jsonl",)  # a textual run's proposals, validation scores and decisions
 
 
 def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm: str | None = None) -> dict:
@@ -60,7 +61,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
                                                            "load_after": os.getloadavg()[0],
                                                            "resumed": bool(resume)}) + "\n")
         kept.mkdir(parents=True, exist_ok=True)
-        for file in KEPT:
+        for file in KEPT + tuple(f for f in KEPT_IF_WRITTEN if (run_dir / f).is_file()):
             shutil.copyfile(run_dir / file, kept / file)
     rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
     evals = [json.loads(line) for line in (kept / "evals.jsonl").read_text().splitlines()]
