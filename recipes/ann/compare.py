@@ -47,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     results = run_all(chosen(SYSTEMS, args.arms), args.seeds, ROOT / args.out, OVERRIDES)
     report(results, "docs/images/ann-compare-curves.png",
-           f"python recipes/ann/compare.py --seeds {' '.join(map(str, args.seeds))}")
+           f"python recipes/ann/compare.py --seeds {' '.join(map(str, args.seeds))}"
+           + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else ""))
 
 
 if __name__ == "__main__":
