@@ -10,6 +10,7 @@ The KL reference is the same model with adapters disabled (``__base__`` rows): n
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,10 +159,10 @@ class Agents:
         (top-p truncation is not renormalised in), the quantity the update recomputes.
         """
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        cache = self._shared_prefill(ids, mask, node_ids) if self.share_prefill else None
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), adapter_names=list(node_ids),
-            past_key_values=self._shared_prefill(ids, mask, node_ids) if self.share_prefill else None,
-            max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
+            **({self._cache_argument: cache} if cache is not None else {}), max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
             top_p=top_p if not greedy else None, top_k=None, eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=not greedy)
         completions = out.sequences[:, ids.shape[1]:].cpu()
@@ -185,11 +186,20 @@ class Agents:
             return None
         pick = [rows.index(i) for i in range(len(first))]  # one row of each distinct prompt
         position = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = self.model(input_ids=ids[pick, :-1].to(self.device), attention_mask=mask[pick, :-1].to(self.device),
-                           position_ids=position[pick, :-1].to(self.device), adapter_names=[node_ids[i] for i in pick],
-                           use_cache=True, logits_to_keep=1).past_key_values
+        out = self.model(input_ids=ids[pick, :-1].to(self.device), attention_mask=mask[pick, :-1].to(self.device),
+                         position_ids=position[pick, :-1].to(self.device), adapter_names=[node_ids[i] for i in pick],
+                         use_cache=True, logits_to_keep=1)
+        cache = out[self._cache_argument]
         cache.batch_select_indices(torch.tensor(rows, device=self.device))
         return cache
+
+    @property
+    def _cache_argument(self) -> str:
+        """What this transformers calls the KV cache, in arguments and outputs: `cache` from 5.2x
+        on (`past_key_values` still works there, with a deprecation warning), before it
+        `past_key_values`."""
+        forward = self.model.get_base_model().forward
+        return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
     def _trim(self, tokens: torch.Tensor, logprobs: torch.Tensor | None) -> Generation:
         stops = torch.isin(tokens, torch.tensor(self.stop_ids)).nonzero()
