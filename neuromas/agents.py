@@ -162,7 +162,8 @@ class Agents:
         cache = self._shared_prefill(ids, mask, node_ids) if self.share_prefill else None
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), adapter_names=list(node_ids),
-            **({self._cache_argument: cache} if cache is not None else {}), max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
+            **({self._cache_argument: cache} if cache is not None else {}),
+            max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature if not greedy else None,
             top_p=top_p if not greedy else None, top_k=None, eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=not greedy)
         completions = out.sequences[:, ids.shape[1]:].cpu()
@@ -178,7 +179,7 @@ class Agents:
         (prompt, adapter) and copied to the rows that repeat it; None when no row repeats.
 
         A layer's samples of one question are such repeats (samples_per_question of them), and
-        on a CPU the prompt's forward is a third or more of a short generate call; generate then
+        on a CPU the prompts' forward is a large part of a short generate call; generate then
         runs the prompts' last tokens and samples as before (benchmarks/rollout.py --prefill)."""
         first: dict[tuple, int] = {}
         rows = [first.setdefault((node, tuple(row.tolist())), len(first)) for node, row in zip(node_ids, ids)]

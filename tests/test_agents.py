@@ -126,15 +126,19 @@ def test_repeated_prompts_share_one_prefill_and_sample_as_without_it(tiny_model_
     a, b = prompts_of(agents, 2)
     prompts = [a, b, a, a, b, b, a]
     names = ["L0N0", "L0N0", "L0N0", "L0N1", "L1N0", "L1N0", BASE]
-    prefilled = []
-    shared = agents._shared_prefill
-    monkeypatch.setattr(agents, "_shared_prefill", lambda ids, mask, nodes: prefilled.append(
-        len({(n, tuple(r.tolist())) for n, r in zip(nodes, ids)})) or shared(ids, mask, nodes))
+    prefill_rows, forward = [], agents.model.forward
+
+    def counting_forward(*args, **kwargs):  # the shared prefill is the one forward keeping 1 logit
+        if kwargs.get("logits_to_keep") == 1:
+            prefill_rows.append(len(kwargs["input_ids"]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(agents.model, "forward", counting_forward)
     alone = [agents.generate([p], [n], max_new_tokens=8, greedy=True)[0].completion_ids for p, n in zip(prompts, names)]
     together = agents.generate(prompts, names, max_new_tokens=8, greedy=True)
     assert [g.completion_ids.tolist() for g in together] == [c.tolist() for c in alone]
     assert len({tuple(c.tolist()) for c in alone}) >= 3  # the rows do differ: a wrong copy would show
-    assert prefilled[-1] == 5  # 7 rows, 5 distinct (prompt, adapter) pairs
+    assert prefill_rows == [5]  # one prompt forward, of the 5 distinct (prompt, adapter) pairs of 7 rows
     torch.manual_seed(0)
     sampled = agents.generate(prompts, names, max_new_tokens=8, temperature=0.8)
     with torch.no_grad():
