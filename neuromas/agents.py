@@ -10,6 +10,7 @@ The KL reference is the same model with adapters disabled (``__base__`` rows): n
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ class Agents:
         cache.batch_select_indices(torch.tensor(rows, device=self.device))
         return cache
 
-    @property
+    @functools.cached_property
     def _cache_argument(self) -> str:
         """What this transformers calls the KV cache, in arguments and outputs: `cache` from 5.2x
         on (`past_key_values` still works there, with a deprecation warning), before it
