@@ -23,7 +23,7 @@ SYSTEMS = {"[4, 2, 1] from scratch": "recipes/growth/scratch-7.yaml",
 GPU_SYSTEMS = {"[4, 2, 1] from scratch": "recipes/paper/gpu/scratch-7.yaml",
                "grown 1 -> 3 -> 7": "recipes/paper/gpu/grow-1-3-7.yaml"}
 # The equal-budget test size. Evaluated before and after only: 100 questions through [4, 2, 1]
-# take about 8 minutes on 2 cores.
+# take 6-8 minutes on 2 cores.
 OVERRIDES = ("task.num_test=100", "eval.num_questions=100", "eval.every=0", "tracking.transcripts_every=0")
 
 
