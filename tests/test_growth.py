@@ -192,6 +192,19 @@ def test_a_grown_stage_below_its_parent_is_rolled_back_and_retried(tiny_model_di
     assert trainer.step == 2 + 3 + 3
 
 
+def test_a_gate_that_commits_every_stage_trains_as_no_gate(tiny_model_dir, tmp_path):
+    """The stage-end validation is greedy and draws no random numbers, so a gated run without a
+    rollback is the ungated run, step for step (path dependence's seed 0 relies on this)."""
+    Trainer(load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "plain")), tmp_path / "plain").fit()
+    gated = Trainer(load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "gated", "growth.margin=1.0")),
+                    tmp_path / "gated")
+    gated.fit()
+    validated = strip_times(tmp_path / "gated" / "metrics.jsonl")
+    assert any("growth/validation_accuracy" in row for row in validated)  # the gate did validate
+    without = [{k: v for k, v in row.items() if k != "growth/validation_accuracy"} for row in validated]
+    assert [row for row in without if len(row) > 1] == strip_times(tmp_path / "plain" / "metrics.jsonl")
+
+
 def test_rollback_without_retries_left_stops_with_a_report(tiny_model_dir, tmp_path, monkeypatch):
     cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.0"))
     scripted_validation(monkeypatch, [0.5, 0.2])
