@@ -66,6 +66,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
     rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
     evals = [json.loads(line) for line in (kept / "evals.jsonl").read_text().splitlines()]
     rewards = [(r["step"], r["reward/mean"]) for r in rows if "reward/mean" in r]
+    step_times = [(r["step"], r["time/step"]) for r in rows if "reward/mean" in r and "time/step" in r]
     # rows with a non-zero advantage, i.e. that carry a gradient (none in a text-only run)
     signal = [r["train/rows_updated"] / r["rollout/messages"] for r in rows if "train/rows_updated" in r]
     truncated = {}  # node -> [(step, share of its messages cut off at the token limit)]
@@ -75,7 +76,7 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
                 truncated.setdefault(key.split("/")[1], []).append((r["step"], value))
     return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
-            "signal": statistics.mean(signal) if signal else None, "truncated": truncated,
+            "signal": statistics.mean(signal) if signal else None, "truncated": truncated, "step_times": step_times,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
 
@@ -156,6 +157,7 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
             at = [(dict(a["evals"]).get(step), dict(b["evals"]).get(step)) for a, b in pairs]
             if all(x is not None and y is not None for x, y in at):
                 print(f"- at step {step}: {_pooled_difference([x for x, _ in at], [y for _, y in at])}")
+    reward_table(results)
     cut_off_table(results)
     draw_band(results, ROOT / picture)
     print(f"\nCurves (mean over seeds ± one standard error): {picture}\nCommand: {command}")
@@ -167,13 +169,43 @@ def _pooled_difference(a: list[Accuracy], b: list[Accuracy]):
                              Accuracy.of([c for acc in b for c in acc.correct]))
 
 
+def _spans(results: dict[str, list[dict]], blocks: int) -> list[tuple[int, int]]:
+    """`blocks` equal spans of steps (first, last), 1-based, over the longest run."""
+    steps = max(len(r["rewards"]) for runs in results.values() for r in runs)
+    return [(i * steps // blocks + 1, (i + 1) * steps // blocks) for i in range(blocks)]
+
+
+def _span_means(series: list[tuple[int, float]], spans: list[tuple[int, int]]) -> list[float | None]:
+    return [statistics.mean(c) if (c := [v for step, v in series if a <= step <= b]) else None for a, b in spans]
+
+
+def reward_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
+    """Sampled reward and seconds a step, mean over each of `blocks` equal spans of steps, per seed
+    and over seeds (mean ± s.e.): where each arm's learning happened, and what it cost (a grown
+    arm trains smaller systems first)."""
+    spans = _spans(results, blocks)
+    print("\nSampled reward (seconds a step), mean over each span of steps:\n")
+    print("| system | seed | " + " | ".join(f"steps {a}-{b}" for a, b in spans) + " |")
+    print("|" + " --- |" * (blocks + 2))
+    for label, runs in results.items():
+        per_seed = []
+        for r in runs:
+            rewards, times = _span_means(r["rewards"], spans), _span_means(r["step_times"], spans)
+            per_seed.append(rewards)
+            print(f"| {label} | {r['seed']} | " + " | ".join(
+                "-" if v is None else f"{v:.3f}" + ("" if s is None else f" ({s:.0f} s)")
+                for v, s in zip(rewards, times)) + " |")
+        if len(runs) > 1:
+            cells = [[row[i] for row in per_seed if row[i] is not None] for i in range(blocks)]
+            print(f"| {label} | mean | " + " | ".join(_mean_se(c) if c else "-" for c in cells) + " |")
+
+
 def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
     """Share of each node's messages cut off at the token limit (`node/<id>/truncated`), mean over
     each of `blocks` equal spans of steps: a reply that runs away to the limit never reaches its
     answer and scores 0. A node id names a place in the graph: after growth, L0N0 is no longer the
     answering node."""
-    steps = max(len(r["rewards"]) for runs in results.values() for r in runs)
-    spans = [(i * steps // blocks + 1, (i + 1) * steps // blocks) for i in range(blocks)]
+    spans = _spans(results, blocks)
     print("\nShare of each node's messages cut off at the token limit, mean over each span of steps:\n")
     print("| system | seed | node | " + " | ".join(f"steps {a}-{b}" for a, b in spans) + " |")
     print("|" + " --- |" * (blocks + 3))
