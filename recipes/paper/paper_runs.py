@@ -212,9 +212,8 @@ def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
     for label, runs in results.items():
         for r in runs:
             for node, series in sorted(r["truncated"].items()):
-                cells = [[v for step, v in series if a <= step <= b] for a, b in spans]
                 print(f"| {label} | {r['seed']} | {node} | "
-                      + " | ".join(f"{statistics.mean(c):.2f}" if c else "-" for c in cells) + " |")
+                      + " | ".join("-" if v is None else f"{v:.2f}" for v in _span_means(series, spans)) + " |")
 
 
 def draw_band(results: dict[str, list[dict]], path: Path, window: int = 8) -> None:
