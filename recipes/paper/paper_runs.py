@@ -153,6 +153,12 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
         diff = _pooled_difference([a["after"] for a, _ in pairs], [b["after"] for _, b in pairs])
         print(f"\n{label_b} - {label_a}, trained accuracy over {len(pairs)} seeds x {first['after'].n} questions: "
               f"{diff}. Smallest difference this could detect (2 s.e., 95%): {2 * diff.se:.3f}.")
+        # The pooled test asks whether these trained systems differ on these questions; whether one
+        # arm trains better in general is a question over seeds, whose spread it leaves out.
+        per_seed = [b["after"].mean - a["after"].mean for a, b in pairs]
+        print(f"- over seeds (each seed's difference, mean ± s.e.): {statistics.mean(per_seed):+.3f} ± "
+              f"{_se(per_seed):.3f} "
+              f"({', '.join(f'{d:+.3f}' for d in per_seed)})")
         for step in steps[1:-1]:  # the same comparison at each evaluation before the last
             at = [(dict(a["evals"]).get(step), dict(b["evals"]).get(step)) for a, b in pairs]
             if all(x is not None and y is not None for x, y in at):
