@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "recipes" / "paper"))
 
 import equal_budget  # noqa: E402
 import paper_runs  # noqa: E402
+import path_dependence  # noqa: E402
 
 
 def no_training(*args, **kwargs):
@@ -38,6 +39,21 @@ def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+
+def test_path_dependence_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(subprocess, "run", no_training)
+    results = paper_runs.run_all(path_dependence.SYSTEMS, [0, 1, 2], tmp_path / "runs", path_dependence.OVERRIDES)
+    paper_runs.report(results, str(tmp_path / "curves.png"), "test")
+    out = capsys.readouterr().out
+    # docs/results.md, section 2
+    assert "| [4, 2, 1] from scratch | 2 | 24 | 0.320 ± 0.047 | 0.610 ± 0.049 | +0.290 ± 0.056 |" in out
+    assert "23.6 min since a resume" in out
+    assert "| grown 1 -> 3 -> 7 | 3 | 0.467 ± 0.112 |" in out
+    assert "over 3 seeds x 100 questions: -0.097 ± 0.033 (paired, 300 questions" in out
+    assert "35 gained, 64 lost" in out
+    assert "- over seeds (each seed's difference, mean ± s.e.): -0.097 ± 0.079 (+0.010, -0.050, -0.250)" in out
+    assert "| grown 1 -> 3 -> 7 | mean | 0.224 ± 0.014 | 0.229 ± 0.038 | 0.406 ± 0.114 |" in out
+
 def test_a_kept_run_of_another_recipe_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", no_training)
     recipe = tmp_path / "paper" / "equal-budget-three.yaml"  # kept as docs/data/paper-equal-budget-three-seed0
@@ -51,3 +67,10 @@ def test_arms_are_chosen_by_their_place_in_the_table():
     systems = {"a": "x.yaml", "b": "y.yaml", "c": "z.yaml"}
     assert list(paper_runs.chosen(systems, [1, 3])) == ["a", "c"]
     assert list(paper_runs.chosen(systems, None)) == ["a", "b", "c"]
+
+
+def test_the_penalty_arm_of_path_dependence_needs_its_penalty():
+    done = subprocess.run([sys.executable, "recipes/paper/path_dependence.py", "--arms", "2", "3"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "give --cutoff-penalty C" in done.stderr.strip().splitlines()[-1]

@@ -135,7 +135,8 @@ def report(results: dict[str, list[dict]], picture: str, command: str) -> None:
                   f"{r['after'].mean:.3f} ± {r['after'].se:.3f} | {change.difference:+.3f} ± {change.se:.3f} | "
                   f"{statistics.mean(rewards[:3]):.2f} / {statistics.mean(rewards[-3:]):.2f} | "
                   f"{'-' if r['signal'] is None else format(r['signal'], '.0%')} | "
-                  f"{r['wall_s'] / 60:.1f} min | {r['load_before']:.1f} -> {r['load_after']:.1f} |")
+                  f"{r['wall_s'] / 60:.1f} min{' since a resume' if r.get('resumed') else ''} | "
+                  f"{r['load_before']:.1f} -> {r['load_after']:.1f} |")
     print("\n| system | seeds | trained accuracy, mean over seeds ± s.e. |\n| --- | --- | --- |")
     for label, runs in results.items():
         print(f"| {label} | {len(runs)} | {_mean_se([r['after'].mean for r in runs])} |")
