@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
 from neuromas.aggregation import AGGREGATIONS
@@ -482,13 +482,34 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
     data = _read_yaml(Path(recipe)) if recipe is not None else {}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        for override in overrides:
+            _apply_override(merged, override)
         cfg = OmegaConf.to_object(merged)
     except oc_errors.OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from None
     _check_set_by_stages(cfg, merged, data, overrides)
     return cfg
+
+
+def _apply_override(merged, override: str) -> None:
+    """`key=value` onto `merged`; a list's entries are reached by index (`growth.stages.1.init=zero`)."""
+    key, _, text = override.partition("=")
+    parts, node = key.split("."), merged
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{'.'.join(parts[:i])}: has {len(node)} entries, so {part!r} is no index of it "
+                                  f"(0..{len(node) - 1}); to add entries, give the whole list")
+            rest = OmegaConf.from_dotlist([f"{'.'.join(parts[i + 1:])}={text}"])
+            try:
+                node[int(part)] = OmegaConf.merge(node[int(part)], rest)
+            except oc_errors.OmegaConfBaseException as e:
+                raise ConfigError(f"{key}: {(getattr(e, 'msg', None) or str(e)).splitlines()[0]}") from None
+            return
+        if not (isinstance(node, DictConfig) and part in node):
+            break  # a new or unknown key: the merge below creates it or names it
+        node = node[part]
+    merged.merge_with(OmegaConf.from_dotlist([override]))
 
 
 def _check_set_by_stages(cfg: Config, merged, data: dict, overrides) -> None:

@@ -40,6 +40,18 @@ def test_bad_values_name_the_key_on_one_line(override, key):
     assert key in message and "\n" not in message
 
 
+def test_an_override_reaches_into_a_list_by_index():
+    recipe = "recipes/growth/grow-1-3-7.yaml"
+    cfg = load_config(recipe, ["growth.stages.1.init=zero", "growth.stages.2.steps=4"])
+    assert [s.init for s in cfg.growth.stages] == ["copy", "zero", "copy"]
+    assert [s.steps for s in cfg.growth.stages] == [8, 8, 4] and cfg.train.steps == 20
+    for override, key in [("growth.stages.3.init=zero", "growth.stages"),
+                          ("growth.stages.x.init=zero", "growth.stages"), ("growth.stages.1.inti=zero", "inti")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(recipe, [override])
+        assert key in str(info.value) and "\n" not in str(info.value)
+
+
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.steps"])
