@@ -69,8 +69,8 @@ def test_arms_are_chosen_by_their_place_in_the_table():
     assert list(paper_runs.chosen(systems, None)) == ["a", "b", "c"]
 
 
-def test_the_penalty_arm_of_path_dependence_needs_its_penalty():
+def test_the_variant_arm_of_path_dependence_needs_its_overrides():
     done = subprocess.run([sys.executable, "recipes/paper/path_dependence.py", "--arms", "2", "3"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2
-    assert "give --cutoff-penalty C" in done.stderr.strip().splitlines()[-1]
+    assert "give --grown-with KEY=VALUE" in done.stderr.strip().splitlines()[-1]

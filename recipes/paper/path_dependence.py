@@ -6,7 +6,8 @@ grown 1 -> 3 -> 7 (recipes/growth/), 24 steps each, on the quickstart's arithmet
     python recipes/paper/path_dependence.py --seeds 3 4
     python recipes/paper/path_dependence.py --seeds 0 --arms 2   # the grown arm alone
     python recipes/paper/path_dependence.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model
-    python recipes/paper/path_dependence.py --cutoff-penalty 0.2 --arms 2 3   # grown, without and with the penalty
+    python recipes/paper/path_dependence.py --arms 2 3 --grown-with growth.stages.1.init=zero growth.stages.2.init=zero
+        # the grown arm against a variant of it: here, new nodes start as the base model
 
 The untrained accuracy of the grown arm is that of its first stage, one node. Finished runs
 are reused (their results are kept in docs/data/). Prints a Markdown table and draws the
@@ -16,6 +17,7 @@ reward curves with a band over seeds.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from paper_runs import ROOT, add_arms_argument, chosen, report, run_all
@@ -34,26 +36,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/paper")
     parser.add_argument("--gpu", action="store_true", help="the GPU protocol: recipes/paper/gpu/")
-    parser.add_argument("--cutoff-penalty", type=float, metavar="C",
-                        help="add a third arm: the grown system with algorithm.cutoff_penalty=C (in every run that "
-                             "stalled, some node's messages ran away to the token limit, docs/results.md section 2)")
-    add_arms_argument(parser, {**SYSTEMS, "grown, with --cutoff-penalty": None})
+    parser.add_argument("--grown-with", nargs="+", metavar="KEY=VALUE",
+                        help="add a third arm: the grown system with these overrides (algorithm.cutoff_penalty=0.2)")
+    add_arms_argument(parser, {**SYSTEMS, "grown, with --grown-with": None})
     args = parser.parse_args()
     systems = dict(GPU_SYSTEMS if args.gpu else SYSTEMS)
-    if args.cutoff_penalty is not None:
-        penalty = f"{args.cutoff_penalty:g}"
+    if args.grown_with:
         grown = systems["grown 1 -> 3 -> 7"]
-        systems[f"grown 1 -> 3 -> 7, cutoff_penalty {penalty}"] = (
-            grown, f"{Path(grown).stem}-cutoff{penalty}", (f"algorithm.cutoff_penalty={penalty}",))
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(args.grown_with))
+        systems[f"grown 1 -> 3 -> 7, {' '.join(args.grown_with)}"] = (grown, f"{Path(grown).stem}-{slug}",
+                                                                     tuple(args.grown_with))
     elif args.arms and 3 in args.arms:
-        parser.error("--arms 3 is the grown system with the cut-off penalty: give --cutoff-penalty C")
+        parser.error("--arms 3 is the grown system with overrides: give --grown-with KEY=VALUE [KEY=VALUE ...]")
     systems = chosen(systems, args.arms)
     results = run_all(systems, args.seeds, ROOT / args.out, () if args.gpu else OVERRIDES)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}path-dependence-curves.png",
            f"python recipes/paper/path_dependence.py {'--gpu ' if args.gpu else ''}"
            f"--seeds {' '.join(map(str, args.seeds))}"
-           + (f" --cutoff-penalty {args.cutoff_penalty:g}" if args.cutoff_penalty is not None else "")
-           + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else ""))
+           + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else "")
+           + (f" --grown-with {' '.join(args.grown_with)}" if args.grown_with else ""))
 
 
 if __name__ == "__main__":
