@@ -495,19 +495,22 @@ def _apply_override(merged, override: str) -> None:
     """`key=value` onto `merged`; a list's entries are reached by index (`growth.stages.1.init=zero`)."""
     key, _, text = override.partition("=")
     parts, node = key.split("."), merged
-    for i, part in enumerate(parts[:-1]):
+    for i, part in enumerate(parts):
         if isinstance(node, ListConfig):
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"{'.'.join(parts[:i])}: has {len(node)} entries, so {part!r} is no index of it "
                                   f"(0..{len(node) - 1}); to add entries, give the whole list")
-            rest = OmegaConf.from_dotlist([f"{'.'.join(parts[i + 1:])}={text}"])
+            if i + 1 == len(parts) and isinstance(node[int(part)], DictConfig):
+                raise ConfigError(f"{key}: set its fields ({key}.FIELD=VALUE), or give the whole list")
+            rest = ".".join(parts[i + 1:]) or "value"
+            value = OmegaConf.from_dotlist([f"{rest}={text}"])
             try:
-                node[int(part)] = OmegaConf.merge(node[int(part)], rest)
+                node[int(part)] = OmegaConf.merge(node[int(part)], value) if i + 1 < len(parts) else value.value
             except oc_errors.OmegaConfBaseException as e:
                 raise ConfigError(f"{key}: {(getattr(e, 'msg', None) or str(e)).splitlines()[0]}") from None
             return
-        if not (isinstance(node, DictConfig) and part in node):
-            break  # a new or unknown key: the merge below creates it or names it
+        if i + 1 == len(parts) or not (isinstance(node, DictConfig) and part in node):
+            break  # a plain key, or a new or unknown one: the merge below sets, creates or names it
         node = node[part]
     merged.merge_with(OmegaConf.from_dotlist([override]))
 

@@ -45,8 +45,10 @@ def test_an_override_reaches_into_a_list_by_index():
     cfg = load_config(recipe, ["growth.stages.1.init=zero", "growth.stages.2.steps=4"])
     assert [s.init for s in cfg.growth.stages] == ["copy", "zero", "copy"]
     assert [s.steps for s in cfg.growth.stages] == [8, 8, 4] and cfg.train.steps == 20
+    assert load_config(None, ["topology.widths=[3,1]", "topology.widths.0=2"]).topology.widths == [2, 1]
     for override, key in [("growth.stages.3.init=zero", "growth.stages"),
-                          ("growth.stages.x.init=zero", "growth.stages"), ("growth.stages.1.inti=zero", "inti")]:
+                          ("growth.stages.x.init=zero", "growth.stages"), ("growth.stages.1.inti=zero", "inti"),
+                          ("growth.stages.1=5", "FIELD"), ("topology.widths.0=x", "topology.widths.0")]:
         with pytest.raises(ConfigError) as info:
             load_config(recipe, [override])
         assert key in str(info.value) and "\n" not in str(info.value)
