@@ -468,9 +468,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _one_line(e: oc_errors.OmegaConfBaseException) -> str:
+def _one_line(e: oc_errors.OmegaConfBaseException, key: str | None = None) -> str:
     msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]
-    key = getattr(e, "full_key", None)
+    key = key or getattr(e, "full_key", None)
     return f"{key}: {msg}" if key else msg
 
 
@@ -507,7 +507,7 @@ def _apply_override(merged, override: str) -> None:
             try:
                 node[int(part)] = OmegaConf.merge(node[int(part)], value) if i + 1 < len(parts) else value.value
             except oc_errors.OmegaConfBaseException as e:
-                raise ConfigError(f"{key}: {(getattr(e, 'msg', None) or str(e)).splitlines()[0]}") from None
+                raise ConfigError(_one_line(e, key)) from None  # the entry's own message knows no list
             return
         if i + 1 == len(parts) or not (isinstance(node, DictConfig) and part in node):
             break  # a plain key, or a new or unknown one: the merge below sets, creates or names it

@@ -41,16 +41,19 @@ def main() -> None:
     add_arms_argument(parser, {**SYSTEMS, "grown, with --grown-with": None})
     args = parser.parse_args()
     systems = dict(GPU_SYSTEMS if args.gpu else SYSTEMS)
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(args.grown_with or []))
     if args.grown_with:
         grown = systems["grown 1 -> 3 -> 7"]
-        slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(args.grown_with))
         systems[f"grown 1 -> 3 -> 7, {' '.join(args.grown_with)}"] = (grown, f"{Path(grown).stem}-{slug}",
                                                                      tuple(args.grown_with))
     elif args.arms and 3 in args.arms:
         parser.error("--arms 3 is the grown system with overrides: give --grown-with KEY=VALUE [KEY=VALUE ...]")
     systems = chosen(systems, args.arms)
     results = run_all(systems, args.seeds, ROOT / args.out, () if args.gpu else OVERRIDES)
-    report(results, f"docs/images/{'gpu-' if args.gpu else ''}path-dependence-curves.png",
+    # A subset of the arms, or a variant, gets its own picture beside the main one.
+    picture = f"{'gpu-' if args.gpu else ''}path-dependence-curves" + (
+        f"-arms{''.join(map(str, args.arms))}" if args.arms else "") + (f"-{slug}" if slug else "")
+    report(results, f"docs/images/{picture}.png",
            f"python recipes/paper/path_dependence.py {'--gpu ' if args.gpu else ''}"
            f"--seeds {' '.join(map(str, args.seeds))}"
            + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else "")
