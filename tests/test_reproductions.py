@@ -21,12 +21,17 @@ def no_training(*args, **kwargs):
     raise AssertionError(f"a kept run would have been trained again: {args}")
 
 
-def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch, capsys):
+def rebuilt_report(systems, overrides, tmp_path, monkeypatch, capsys) -> str:
+    """What the driver prints for seeds 0-2, from docs/data alone (training would fail the test)."""
     monkeypatch.setattr(subprocess, "run", no_training)
-    systems = {label: f"recipes/paper/{recipe}.yaml" for label, recipe in equal_budget.SYSTEMS.items()}
-    results = paper_runs.run_all(systems, [0, 1, 2], tmp_path / "runs")
+    results = paper_runs.run_all(systems, [0, 1, 2], tmp_path / "runs", overrides)
     paper_runs.report(results, str(tmp_path / "curves.png"), "test")
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch, capsys):
+    systems = {label: f"recipes/paper/{recipe}.yaml" for label, recipe in equal_budget.SYSTEMS.items()}
+    out = rebuilt_report(systems, (), tmp_path, monkeypatch, capsys)
     # docs/results.md, section 1
     assert "| one node [1], rank 24 | 2 | 48 | 0.110 ± 0.031 | 0.230 ± 0.042 | +0.120 ± 0.038 |" in out
     assert "| three nodes [2, 1], rank 8 each | 3 | 0.090 ± 0.012 |" in out
@@ -39,12 +44,8 @@ def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
-
 def test_path_dependence_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(subprocess, "run", no_training)
-    results = paper_runs.run_all(path_dependence.SYSTEMS, [0, 1, 2], tmp_path / "runs", path_dependence.OVERRIDES)
-    paper_runs.report(results, str(tmp_path / "curves.png"), "test")
-    out = capsys.readouterr().out
+    out = rebuilt_report(path_dependence.SYSTEMS, path_dependence.OVERRIDES, tmp_path, monkeypatch, capsys)
     # docs/results.md, section 2
     assert "| [4, 2, 1] from scratch | 2 | 24 | 0.320 ± 0.047 | 0.610 ± 0.049 | +0.290 ± 0.056 |" in out
     assert "23.6 min since a resume" in out
@@ -53,6 +54,7 @@ def test_path_dependence_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypa
     assert "35 gained, 64 lost" in out
     assert "- over seeds (each seed's difference, mean ± s.e.): -0.097 ± 0.079 (+0.010, -0.050, -0.250)" in out
     assert "| grown 1 -> 3 -> 7 | mean | 0.224 ± 0.014 | 0.229 ± 0.038 | 0.406 ± 0.114 |" in out
+
 
 def test_a_kept_run_of_another_recipe_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", no_training)
