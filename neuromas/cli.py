@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--against", choices=["untrained", "single-agent"],
                     help="also evaluate this baseline of the system on the same questions and print the system "
                          "minus it, paired (A = the baseline, B = the system)")
+    ev.add_argument("--messages", metavar="MODES",
+                    help="message ablations, comma-separated: empty (nodes read nothing where a message was) and/or "
+                         "shuffled (the message the same node wrote for another question); prints each beside the "
+                         "real messages and real - ablated, paired")
+    ev.add_argument("--per-node", action="store_true",
+                    help="with --messages: replace one node's outgoing messages at a time (which node matters)")
     ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json, or "
                                   "A/compare-<split>-<system>.json for two)")
     show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
@@ -222,8 +228,13 @@ def evaluate(args: argparse.Namespace) -> None:
     sources = [Path(s) for s in args.sources]
     if args.against and len(sources) > 1:
         raise NeuromasError("--against compares one system with its baseline; give one RUN_OR_CHECKPOINT")
-    requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent)
-                for s in sources]
+    messages = tuple(m.strip() for m in args.messages.split(",")) if args.messages else ()
+    unknown = [m for m in messages if m not in ("empty", "shuffled")]
+    if unknown or (args.per_node and not messages):
+        raise NeuromasError(f"--messages: expected empty and/or shuffled, got {args.messages!r}" if unknown else
+                            "--per-node: give the ablations with --messages empty|shuffled")
+    requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent, messages,
+                            args.per_node) for s in sources]
     if args.against:  # the baseline first: it is A
         baseline = EvalRequest(sources[0], args.split, args.samples, args.questions, "untrained",
                                args.against == "single-agent")

@@ -138,14 +138,21 @@ class TaskConfig:
     # chains through a table), countdown (reach a target from given numbers). From data (task.path
     # JSONL or a Hugging Face task.dataset): math (GSM8K / MATH), choice (MMLU-style multiple
     # choice), code (HumanEval / MBPP, run in a sandbox), jsonl (your own {"question", "answer"}
-    # rows, scored by task.reward).
+    # rows, scored by task.reward). Split, where each first-layer node is given its own part of the
+    # input and the answering node only what it must combine: split_arithmetic.
     name: str = "arithmetic"
-    # auto (the kind's own) | exact_match | math_match | choice_match | lookup_match | countdown_match | code_tests
-    # | "pkg.module:function"
+    # auto (the kind's own) | exact_match | boxed_match | math_match | choice_match | lookup_match | countdown_match
+    # | code_tests | "pkg.module:function"
     reward: str = "auto"
+    # exact_match: how the answer is read. last_number: the last \boxed{}, else the last number in the
+    # reply (an echoed operand or a cut-off reply can score); boxed: only a \boxed{} (boxed_match).
+    extract: str = "last_number"
     answer_format: str = "auto"  # told to the answering node; auto: the kind's own
     format_weight: float = 0.0  # reward += format_weight when the answer is in the required form
     seed: int = 0  # data seed; the test split uses a seed disjoint from the train stream
+    # The train stream's own seed: null keeps the stream task.seed gives. Set it (e.g. to train.seed)
+    # so that training seeds see different questions; the test and validation splits stay the same.
+    stream_seed: Optional[int] = None
     # generated kinds
     depth: int = 2  # arithmetic: operators; lookup: hops; countdown: numbers - 1
     max_value: int = 9  # arithmetic, countdown: numbers are drawn from 1..max_value
@@ -168,11 +175,12 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task", "name", self.name, ("arithmetic", "lookup", "countdown", "math", "choice", "code",
-                                                  "jsonl"))
+                                                  "jsonl", "split_arithmetic"))
         _check_positive("task", self, "depth", "max_value", "num_test", "table_size", "sandbox_wall_s",
                         "sandbox_cpu_s", "sandbox_memory_mb")
         _check_positive("task", self, "format_weight", allow_zero=True)
         _check_choice("task", "code_score", self.code_score, ("all", "fraction"))
+        _check_choice("task", "extract", self.extract, ("last_number", "boxed"))
         if self.name in ("math", "choice", "code", "jsonl") and not (self.path or self.dataset):
             raise ConfigError(f"task.path: required when task.name is {self.name} (or give task.dataset)")
         if self.path and self.dataset:
@@ -305,9 +313,16 @@ class TrainConfig:
 class EvalConfig:
     num_questions: int = 32  # greedy test questions before and after training; 0 turns eval off
     every: int = 0  # also evaluate every N steps (0: only before and after)
+    transcripts: int = 4  # full transcripts of the first N questions of each evaluation (eval_transcripts.jsonl)
+    # Message ablations at each evaluation: empty (nodes read nothing where a message was) and/or
+    # shuffled (the message the same node wrote for another question); logs eval/accuracy_<mode>
+    # and eval/real_minus_<mode>, how much the system uses its messages.
+    ablations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check_positive("eval", self, "num_questions", "every", allow_zero=True)
+        _check_positive("eval", self, "num_questions", "every", "transcripts", allow_zero=True)
+        for mode in self.ablations:
+            _check_choice("eval", "ablations", mode, ("empty", "shuffled"))
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """`neuromas eval`: accuracy of a saved system, and the baselines it should be compared with.
 
+Message ablations (`--messages empty|shuffled`) evaluate the same system on the same questions
+with the messages its nodes read replaced: by nothing, or by what the same nodes wrote for
+another question. real - ablated says how much the system uses its messages (per node with
+`--per-node`: which node's messages matter).
+
 Greedy accuracy (one rollout per question, no sampling) and pass@k (k sampled rollouts per
 question at the recipe's temperature; a question passes when any of them is correct). The
 baselines: the same topology with untrained adapters (`--system untrained`, i.e. the base
@@ -20,7 +25,8 @@ from neuromas.agents import Agents
 from neuromas.config import Config, TopologyConfig
 from neuromas.errors import NeuromasError
 from neuromas.prompts import PromptBuilder
-from neuromas.rollout import RolloutEngine
+from neuromas.metrics import transcripts
+from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import Accuracy, PairedDifference, paired_difference
 from neuromas.system import System, load_system
 from neuromas.tasks import build_task
@@ -35,6 +41,9 @@ class EvalRequest:
     num_questions: int | None = None  # default: the whole split
     system: str = "trained"  # trained | untrained
     single_agent: bool = False
+    messages: tuple[str, ...] = ()  # message ablations besides the real messages: empty | shuffled
+    per_node: bool = False  # ablate one node's outgoing messages at a time (else every node's at once)
+    transcripts: int = 8  # full transcripts kept per variant in the result
 
 
 def num_lora_params(agents: Agents, node_id: str | None = None) -> int:
@@ -62,14 +71,33 @@ def evaluate(request: EvalRequest) -> dict:
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
               "note": note, "question_ids": [q.id for q in questions]}
-    metrics = {"greedy_accuracy": _greedy(engine, system, task, questions)}
+    kept: dict[str, list[dict]] = {}
+    metrics = {"greedy_accuracy": _greedy(engine, system, task, questions, kept=kept, keep=request.transcripts)}
+    for name, ablation in ablations(system.topology, request.messages, request.per_node).items():
+        metrics[f"greedy_accuracy_{name}"] = _greedy(engine, system, task, questions, ablation, name, kept,
+                                                     request.transcripts)
     if request.samples > 1:
         metrics[f"pass@{request.samples}"] = _pass_at_k(engine, system, task, questions, request.samples,
                                                         cfg.train.seed)
     for name, accuracy in metrics.items():  # the mean, its standard error, and every question's result
         result.update({name: accuracy.mean, f"{name}_se": accuracy.se,
                        f"{name}_correct": list(map(int, accuracy.correct))})
+    result["real_minus_ablated"] = {name[len("greedy_accuracy_"):]: paired_difference(accuracy,
+                                                                                     metrics["greedy_accuracy"]).to_dict()
+                                    for name, accuracy in metrics.items() if name.startswith("greedy_accuracy_")}
+    result["transcripts"] = kept
     return result
+
+
+def ablations(topology: Topology, modes: tuple[str, ...], per_node: bool) -> dict[str, Ablation]:
+    """The message ablations a request asks for, by name: `shuffled` (every read node at once), or
+    `shuffled_L0N1` per node. The read nodes are those whose messages another node reads."""
+    read = [n for n in topology.node_ids if n not in topology.answer_ids]
+    if modes and not read:
+        raise NeuromasError(f"--messages: {topology.widths} has no messages to ablate (one answering layer)")
+    if not per_node:
+        return {mode: Ablation(mode) for mode in modes}
+    return {f"{mode}_{node}": Ablation(mode, frozenset({node})) for mode in modes for node in read}
 
 
 def compare(a: dict, b: dict) -> dict[str, PairedDifference]:
@@ -99,32 +127,59 @@ def _single_agent(agents: Agents, cfg: Config, system_params: int) -> tuple[Syst
 
 
 @torch.no_grad()
+def graded(engine: RolloutEngine, system: System, task, questions, k: int = 1, greedy: bool = True,
+           ablation: Ablation | None = None, keep: int = 0) -> tuple[torch.Tensor, list[dict]]:
+    """[Q, k] bool: which of k rollouts per question were correct (a reward of at least 1), and
+    the full transcripts of the first `keep` episodes. The one definition of "correct" for the
+    trainer's evaluations and `neuromas eval`."""
+    episodes = engine.run(system, questions, samples_per_question=k, greedy=greedy, ablation=ablation)
+    rewards = task.score(episodes.answers(), episodes.samples)
+    return (rewards >= 1.0).view(-1, k), transcripts(episodes, rewards, keep)
+
+
 def correct_answers(engine: RolloutEngine, system: System, task, questions, k: int = 1,
                     greedy: bool = True) -> torch.Tensor:
-    """[Q, k] bool: which of k rollouts per question were correct (a reward of at least 1).
-    The one definition of "correct" for the trainer's evaluations and `neuromas eval`."""
-    episodes = engine.run(system, questions, samples_per_question=k, greedy=greedy)
-    return (task.score(episodes.answers(), episodes.samples) >= 1.0).view(-1, k)
+    """[Q, k] bool: `graded` without transcripts."""
+    return graded(engine, system, task, questions, k, greedy)[0]
+
+
+def evaluate_over_ranks(engine: RolloutEngine, system: System, task, questions, world, keep: int = 0,
+                        ablation: Ablation | None = None) -> tuple[Accuracy, list[dict]]:
+    """Greedy accuracy on `questions`, shared out over the ranks of `world` (every rank gets the
+    result), and the transcripts of this rank's first `keep` questions."""
+    mine = questions[world.rank::world.size]
+    correct, rows = graded(engine, system, task, mine, ablation=ablation, keep=keep) if mine else (torch.zeros(0, 1),
+                                                                                                   [])
+    per_rank = world.gather(correct.view(-1).tolist())
+    return Accuracy.of(per_rank[i % world.size][i // world.size] for i in range(len(questions))), rows
 
 
 def accuracy_over_ranks(engine: RolloutEngine, system: System, task, questions, world) -> Accuracy:
-    """Greedy accuracy on `questions`, shared out over the ranks of `world` (every rank gets the result)."""
-    mine = questions[world.rank::world.size]
-    correct = correct_answers(engine, system, task, mine).view(-1).tolist() if mine else []
-    per_rank = world.gather(correct)
-    return Accuracy.of(per_rank[i % world.size][i // world.size] for i in range(len(questions)))
+    return evaluate_over_ranks(engine, system, task, questions, world)[0]
 
 
-def _correct(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str) -> torch.Tensor:
-    """`correct_answers` in chunks of the rollout micro-batch, with a progress bar."""
-    chunk = max(1, engine.cfg.micro_batch_size // k)
-    out = [correct_answers(engine, system, task, questions[start:start + chunk], k, greedy)
-           for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True)]
+def _correct(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str,
+             ablation: Ablation | None = None, kept: list[dict] | None = None, keep: int = 0) -> torch.Tensor:
+    """`graded` in chunks of the rollout micro-batch (at least 2 questions, so that a shuffled
+    message comes from another question), with a progress bar; transcripts go to `kept`."""
+    chunk = max(2, engine.cfg.micro_batch_size // k)
+    out = []
+    for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True):
+        correct, rows = graded(engine, system, task, questions[start:start + chunk], k, greedy, ablation,
+                               keep - len(kept) if kept is not None else 0)
+        out.append(correct)
+        if kept is not None:
+            kept.extend(rows)
     return torch.cat(out)
 
 
-def _greedy(engine: RolloutEngine, system: System, task, questions) -> Accuracy:
-    return Accuracy.of(_correct(engine, system, task, questions, 1, True, "eval greedy")[:, 0].tolist())
+def _greedy(engine: RolloutEngine, system: System, task, questions, ablation: Ablation | None = None,
+            name: str = "real", kept: dict[str, list[dict]] | None = None, keep: int = 0) -> Accuracy:
+    rows: list[dict] = []
+    correct = _correct(engine, system, task, questions, 1, True, f"eval greedy ({name} messages)", ablation, rows, keep)
+    if kept is not None:
+        kept[name] = rows
+    return Accuracy.of(correct[:, 0].tolist())
 
 
 def _pass_at_k(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:
@@ -135,8 +190,18 @@ def _pass_at_k(engine: RolloutEngine, system: System, task, questions, k: int, s
 def format_table(result: dict) -> str:
     rows = [("system", f"{result['system']} {result['widths']}"), ("", result["note"]),
             ("split", f"{result['split']} ({result['num_questions']} questions)")]
-    rows += [(k.replace("_", " "), str(Accuracy.of(result[f"{k}_correct"]))) for k in _accuracy_names(result)]
+    rows += [(_label(k), str(Accuracy.of(result[f"{k}_correct"]))) for k in _accuracy_names(result)]
+    rows += [(f"real - {name.replace('_', ' ')}", str(PairedDifference(**diff)))
+             for name, diff in result.get("real_minus_ablated", {}).items()]
     return _rows(rows)
+
+
+def _label(name: str) -> str:
+    """greedy_accuracy -> "greedy accuracy"; greedy_accuracy_shuffled_L0N1 -> "greedy, L0N1 shuffled"."""
+    if not name.startswith("greedy_accuracy_"):
+        return name.replace("_", " ")
+    mode, _, node = name[len("greedy_accuracy_"):].partition("_")
+    return f"greedy, {node + ' ' if node else 'messages '}{mode}"
 
 
 def format_comparison(a: dict, b: dict, paired: dict[str, PairedDifference]) -> str:

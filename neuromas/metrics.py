@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 
 from neuromas.rollout import Episodes
+from neuromas.tasks.split import part_correct
+from neuromas.topology import parse_node_id
 
 
 REDUCTIONS = {"sum": sum, "max": max, "mean": lambda v: sum(v) / len(v), "same": lambda v: v[0]}
@@ -79,7 +81,8 @@ class Timer(dict):
 def step_metrics(episodes: Episodes, rewards: torch.Tensor, node_ids: list[str]) -> Stats:
     """What one step's rollout shows: rewards (overall and per node) and message lengths, means
     over this process's episodes (ranks hold equal shares), and the volume generated (sums)."""
-    stats = Stats({**reward_metrics(rewards, episodes, node_ids), **message_metrics(episodes, node_ids)}, "mean")
+    stats = Stats({**reward_metrics(rewards, episodes, node_ids), **message_metrics(episodes, node_ids),
+                   **part_metrics(episodes)}, "mean")
     stats.add("rollout/tokens", float(sum(len(m.completion_ids) for m in episodes.messages)))
     stats.add("rollout/messages", float(len(episodes.messages)))
     return stats
@@ -114,9 +117,26 @@ def reward_metrics(rewards: torch.Tensor, episodes: Episodes, node_ids: list[str
 def transcripts(episodes: Episodes, rewards: torch.Tensor, count: int) -> list[dict]:
     """The first `count` episodes as plain dicts: question, each node's message, answer, reward."""
     answers = episodes.answers()
-    return [{"question": episodes.samples[e].question, "reference": episodes.samples[e].answer,
+    return [{"id": episodes.samples[e].id, "question": episodes.samples[e].question,
+             "reference": episodes.samples[e].answer,
              "answer": answers[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e))}
             for e in range(min(count, episodes.num_regular))]
+
+
+def part_metrics(episodes: Episodes) -> dict[str, float]:
+    """node/<id>/part_correct: the share of a first-layer node's regular-episode messages that state
+    its own part's value, on split tasks (samples with meta["parts"]); empty otherwise. A diagnostic,
+    not part of the reward."""
+    scores: dict[str, list[float]] = {}
+    first_layer = {m.node_id for m in episodes.messages if parse_node_id(m.node_id).layer == 0}
+    if len(first_layer) < 2 or len(set(episodes.answer_ids)) != 1 or episodes.answer_ids[0] in first_layer:
+        return {}  # a one-node system is given the whole question: it has no part
+    for m in episodes.messages:
+        if m.node_id in first_layer and m.episode < episodes.num_regular:
+            score = part_correct(m.text, episodes.samples[m.episode], parse_node_id(m.node_id).index)
+            if score is not None:
+                scores.setdefault(m.node_id, []).append(score)
+    return {f"node/{n}/part_correct": sum(v) / len(v) for n, v in scores.items()}
 
 
 def message_metrics(episodes: Episodes, node_ids: list[str]) -> dict[str, float]:

@@ -103,6 +103,23 @@ class Episodes:
 
 
 @dataclass(frozen=True)
+class Ablation:
+    """Messages replaced where they are read (evaluation only): "empty" reads nothing in place of
+    each replaced message, "shuffled" reads the message the same node wrote for the next question
+    of the batch (its episodes rotated by one question: real text, the wrong question). `nodes`
+    are the nodes whose outgoing messages are replaced (empty: every node that is read)."""
+
+    mode: str  # empty | shuffled
+    nodes: frozenset[str] = frozenset()
+
+    def replaces(self, node_id: str) -> bool:
+        return not self.nodes or node_id in self.nodes
+
+
+ABLATIONS = ("real", "empty", "shuffled")
+
+
+@dataclass(frozen=True)
 class RolloutPlan:
     """Which episodes a rollout runs, decided before anything is generated (`plan_rollout`).
 
@@ -176,7 +193,7 @@ class RolloutEngine:
         self.vote = vote or boxed_vote  # the answer a message holds (Task.vote), for combined layers
 
     def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
-            gate: float = 1.0, branches: list[Branch] = ()) -> Episodes:
+            gate: float = 1.0, branches: list[Branch] = (), ablation: Ablation | None = None) -> Episodes:
         """Roll out `samples_per_question` episodes of the whole system for each question.
 
         Each episode includes the system's gated new nodes with probability `gate` (all of them or
@@ -184,7 +201,7 @@ class RolloutEngine:
         episodes whose rows join the same per-layer generate calls.
         """
         plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
-        return self.execute(system, plan, greedy)
+        return self.execute(system, plan, greedy, ablation)
 
     def sync_seconds(self) -> float | None:
         """Time the last rollout spent sending adapters to a serving backend (None: the hf backend)."""
@@ -195,8 +212,10 @@ class RolloutEngine:
         if self.backend is not None:
             self.backend.close()
 
-    def execute(self, system: System, plan: RolloutPlan, greedy: bool = False) -> Episodes:
-        """Run `plan` layer by layer: one generate call per layer over every row that layer has."""
+    def execute(self, system: System, plan: RolloutPlan, greedy: bool = False,
+                ablation: Ablation | None = None) -> Episodes:
+        """Run `plan` layer by layer: one generate call per layer over every row that layer has.
+        With an `ablation`, readers are given replaced messages; every message is kept as written."""
         topology, agents, backend = system.topology, system.agents, self.backend or system.agents
         if self.backend is not None:  # a serving engine: send it the adapters if they changed
             self.backend.sync(agents)
@@ -204,13 +223,14 @@ class RolloutEngine:
         texts: dict[tuple[int, str], str] = {}
         combined: dict[tuple[int, int], Combined] = {}
         messages: list[Message] = []
-        text_of = lambda e, n: texts[e, n] if (e, n) in texts else texts[plan.source[e], n]  # noqa: E731
+        written = lambda e, n: texts[e, n] if (e, n) in texts else texts[plan.source[e], n]  # noqa: E731
+        text_of = written if ablation is None else _ablated(written, ablation, plan)
         combined_of = lambda e, l: combined[e, l] if (e, l) in combined else combined[plan.source[e], l]  # noqa: E731
         for l, layer in enumerate(topology.layers):
             rows = [(e, node) for node in layer for e in range(plan.num_episodes) if plan.runs(e, node.id)]
             if not rows:
                 continue  # a new layer gated out of every episode
-            encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e].question, text_of,
+            encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e], text_of,
                                     combined_of, e, system.texts.get(node.id, "")) for e, node in rows]
             limit = self.cfg.answer_max_new_tokens if l == topology.depth - 1 else None
             generations = self._generate(backend, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
@@ -243,13 +263,14 @@ class RolloutEngine:
                        for e, r in zip(episodes, replies)}
         return {(e, layer): combine(how, groups[e], self.vote, choices.get(e)) for e in episodes}
 
-    def _prompt(self, agents: Agents, view, node_id: str, question: str, text_of, combined_of, episode: int,
+    def _prompt(self, agents: Agents, view, node_id: str, sample: Sample, text_of, combined_of, episode: int,
                 own_text: str):
         """A node's prompt ids, rendered from the view its episode runs (positions as in that
-        view), and the token span of each upstream message in it (a combined layer's span goes to
-        the node its combination came from)."""
+        view, and so is the part of the task a node is given), and the token span of each
+        upstream message in it (a combined layer's span goes to the node its combination came from)."""
         view, id_map, to_own = view
         node = parse_node_id(id_map[node_id])
+        question = sample.view(node.layer, node.index, view.depth)
         inputs, combined, owner = {}, {}, {}
         for src in view.predecessors(node.id):
             own, view_layer = to_own[src], parse_node_id(src).layer
@@ -271,6 +292,21 @@ class RolloutEngine:
             out += backend.generate(prompts[start:start + size], node_ids[start:start + size],
                                     max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
         return out
+
+
+def _ablated(written, ablation: Ablation, plan: RolloutPlan):
+    """`written` (episode, node) -> text, with `ablation`'s nodes' messages replaced."""
+    regular = plan.num_regular
+    per_question = regular // (int(plan.group_ids[:regular].max()) + 1)  # episodes per question
+
+    def text_of(episode: int, node_id: str) -> str:
+        if not ablation.replaces(node_id):
+            return written(episode, node_id)
+        if ablation.mode == "empty":
+            return ""
+        source = plan.source[episode]  # a branch copy reads as its source episode does
+        return written((source + per_question) % regular, node_id)
+    return text_of
 
 
 def _views(topology: Topology, active: dict[bool, frozenset[str]]) -> dict[bool, tuple]:

@@ -108,6 +108,7 @@ def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:
     (and a growth at `step` itself when the checkpoint was saved as its stage closed)."""
     truncate_jsonl(run_dir / "growth.jsonl", step, inclusive=stage_closed)
     truncate_jsonl(run_dir / "evals.jsonl", step)
+    truncate_jsonl(run_dir / "eval_transcripts.jsonl", step)
     truncate_jsonl(run_dir / "textual.jsonl", step)
 
 

@@ -31,11 +31,12 @@ from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
+from neuromas.step_eval import StepEvaluator
 from neuromas.system import System, recipe_texts
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.textual import TextualOptimizer
-from neuromas.tracking import NullTracker, Tracker, record_eval, record_growth, rewind
+from neuromas.tracking import NullTracker, Tracker, record_growth, rewind
 from neuromas.update import PolicyUpdate
 
 
@@ -85,6 +86,8 @@ class Trainer:
             self.tracker = NullTracker()
         if start is not None:  # another run's adapters (e.g. a hand-grown system)
             self.system = self.system.with_weights_from(start)
+        self.evaluator = StepEvaluator(cfg.eval, self.engine, self.task, self.world, self.tracker, self.run_dir,
+                                       self._print)
         self._record_topology()
         # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
         self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
@@ -251,18 +254,7 @@ class Trainer:
         return update.finish(Stats.combine(self.world.gather(stats)), node_ids)
 
     def _evaluate(self, step: int) -> None:
-        questions = self.task.test[:self.cfg.eval.num_questions]
-        if not questions:
-            return
-        accuracy = accuracy_over_ranks(self.engine, self.system, self.task, questions, self.world)
-        self.tracker.log({"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
-                          "eval/num_questions": float(accuracy.n)}, step)
-        self._print(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
-        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy) \
-            if self.world.main else None
-        if change is not None:
-            self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
-            self._print(f"eval  step {step:>4} | change since step 0: {change}")
+        self.evaluator(self.system, step)
 
     def _validate(self) -> float:
         questions = self.task.validation[:self.cfg.growth.validation_questions]

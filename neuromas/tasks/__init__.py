@@ -20,9 +20,10 @@ from neuromas.tasks.code import CodeReward, has_code_block
 from neuromas.tasks.generated import GeneratedSource
 from neuromas.tasks.jsonl import RowSource, choice_row, code_row, math_row, qa_row, read_hf_dataset, read_jsonl
 from neuromas.tasks.math_answers import has_boxed, math_match
-from neuromas.tasks.rewards import exact_match, resolve_reward
+from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
+from neuromas.tasks.split import SplitArithmeticSource, part_correct
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
 
@@ -55,9 +56,10 @@ KINDS = {
     "code": Kind("code_tests", "Write the complete Python function in one ```python code block.",
                  has_code_block, code_row, code_vote),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
+    "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
-REWARDS = {"exact_match": exact_match, "math_match": math_match, "choice_match": choice_match,
+REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match, "choice_match": choice_match,
            "lookup_match": lookup_match, "countdown_match": countdown_match, "code_tests": None}
 
 
@@ -112,10 +114,18 @@ class Task:
 
 
 def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
+    source = _build_source(cfg)
+    source.stream_seed = cfg.stream_seed
+    return source
+
+
+def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
     if cfg.name == "arithmetic":
         return ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "lookup":
         return LookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
+    if cfg.name == "split_arithmetic":
+        return SplitArithmeticSource(max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "countdown":
         return CountdownSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     convert = KINDS[cfg.name].convert
@@ -132,6 +142,8 @@ def build_reward(cfg: TaskConfig) -> RewardFn:
     """The configured reward, plus `format_weight` x (reply in the kind's required form)."""
     kind = KINDS[cfg.name]
     name = kind.reward if cfg.reward == "auto" else cfg.reward
+    if name == "exact_match" and cfg.extract == "boxed":
+        name = "boxed_match"
     if name == "code_tests":
         reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox_wall_s, cpu_s=cfg.sandbox_cpu_s,
                                                    memory_mb=cfg.sandbox_memory_mb))

@@ -17,6 +17,7 @@ class GeneratedSource:
     """
 
     kind = "generated"
+    stream_seed: int | None = None  # the train stream's own seed (task.stream_seed); None: `seed`
 
     def __init__(self, seed: int, num_test: int):
         self.seed, self.num_test = seed, num_test
@@ -59,7 +60,8 @@ class GeneratedSource:
         return {s.question for split in self._splits.values() for s in split}
 
     def train_sample(self, index: int) -> Sample:
-        rng = random.Random(f"{self.kind}-train-{self.seed}-{index}")
+        stream = self.seed if self.stream_seed is None else f"{self.seed}.{self.stream_seed}"
+        rng = random.Random(f"{self.kind}-train-{stream}-{index}")
         for _ in range(1000):
             sample = self._sample(rng, f"train-{index}")
             if sample.question not in self._test_questions:

@@ -123,6 +123,8 @@ def read_hf_dataset(name: str, config: str | None, split: str, convert: Convert)
 class RowSource:
     """Fixed train/test/validation rows; the train stream walks them in a fresh seeded order each epoch."""
 
+    stream_seed: int | None = None  # task.stream_seed; None: `seed`
+
     def __init__(self, train: list[Sample], test: list[Sample], validation: list[Sample], seed: int):
         if not train:
             raise NeuromasError("task: the training data has no samples")
@@ -131,7 +133,8 @@ class RowSource:
     def train_sample(self, index: int) -> Sample:
         epoch, position = divmod(index, len(self.train))
         order = list(range(len(self.train)))
-        random.Random(f"jsonl-{self.seed}-{epoch}").shuffle(order)
+        seed = self.seed if self.stream_seed is None else self.stream_seed
+        random.Random(f"jsonl-{seed}-{epoch}").shuffle(order)
         return self.train[order[position]]
 
     def test_samples(self) -> list[Sample]:

@@ -52,6 +52,13 @@ def exact_match(completion: str, sample: Sample) -> float:
     return float(answer is not None and normalize(answer) == normalize(sample.answer))
 
 
+def boxed_match(completion: str, sample: Sample) -> float:
+    """1.0 when the last ``\\boxed{}`` holds the reference: no last-number fallback, so a reply
+    cut off before its box, or one that echoes an operand, scores 0 (task.extract=boxed)."""
+    answer = last_boxed(completion)
+    return float(answer is not None and normalize(answer) == normalize(sample.answer))
+
+
 def resolve_reward(name: str, builtins: dict[str, Callable[[str, Sample], float]]) -> Callable[[str, Sample], float]:
     """A built-in reward by name (`builtins`: neuromas.tasks.REWARDS, the one table), or any
     function by dotted path (``pkg.module:function``) or in a Python file

@@ -1,0 +1,55 @@
+"""Do the agents use each other? Split arithmetic, where they must.
+
+Per seed: one node is trained on one-operator arithmetic (parent.yaml); from it, (a) the [2, 1]
+system grown by copy trains on split arithmetic with per-node views (views.yaml: the answering
+node is given only "Compute X op Y"), and (b) the parent alone trains on the same task given the
+whole question (single.yaml). Both evaluate greedily on the same 100 test questions before and
+after, the system also with its messages emptied and shuffled (real - ablated: how much it uses
+them). Seeds vary the training question stream too (task.stream_seed).
+
+    python -m experiments.communication.split_views --seeds 0 1 2      # trains what is missing, then reports
+    python -m experiments.communication.split_views --report            # the report from the kept data alone
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.runner import ROOT, neuromas, train
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+
+
+def run_seed(seed: int, out: Path, steps: int) -> None:
+    common = [f"train.seed={seed}", f"task.stream_seed={seed}"]
+    parent = train("experiments/communication/parent.yaml", out / f"parent-seed{seed}", None, *common)
+    grown = out / f"grown-seed{seed}"
+    if not (grown / "config.yaml").is_file():
+        neuromas("grow", str(parent), "--widths", "2,1", "--init", "copy", "--out", str(grown))
+    arm_steps = [f"train.steps={steps}"]
+    train("experiments/communication/views.yaml", out / f"views-seed{seed}", DATA / f"views-seed{seed}",
+          f"train.init_from={grown}", *common, *arm_steps)
+    train("experiments/communication/single.yaml", out / f"single-seed{seed}", DATA / f"single-seed{seed}",
+          f"train.init_from={parent / 'adapters'}", *common, *arm_steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=16, help="training steps of each arm")
+    parser.add_argument("--out", default="runs/communication", help="where the runs are trained")
+    parser.add_argument("--report", action="store_true", help="only print the report from the kept data")
+    args = parser.parse_args()
+    if not args.report:
+        for seed in args.seeds:
+            run_seed(seed, ROOT / args.out, args.steps)
+    from experiments.communication.report import report
+
+    print(report(DATA, "python -m experiments.communication.split_views --seeds "
+                       + " ".join(map(str, args.seeds))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The trainer's evaluation at a step: greedy test accuracy with its standard error, the paired
+change since step 0, message ablations (`eval.ablations`) and a few full transcripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from neuromas.config import EvalConfig
+from neuromas.evaluate import evaluate_over_ranks
+from neuromas.rollout import Ablation, RolloutEngine
+from neuromas.stats import paired_difference
+from neuromas.system import System
+from neuromas.tasks import Task
+from neuromas.tracking import record_eval
+
+
+class StepEvaluator:
+    """Evaluates a system at a training step; rank 0 logs, prints and writes the files."""
+
+    def __init__(self, cfg: EvalConfig, engine: RolloutEngine, task: Task, world, tracker, run_dir: Path,
+                 say: Callable[[str], None]):
+        self.cfg, self.engine, self.task, self.world = cfg, engine, task, world
+        self.tracker, self.run_dir, self.say = tracker, run_dir, say
+
+    def __call__(self, system: System, step: int) -> None:
+        questions = self.task.test[:self.cfg.num_questions]
+        if not questions:
+            return
+        accuracy, rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
+                                             self.cfg.transcripts)
+        metrics = {"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
+                   "eval/num_questions": float(accuracy.n)}
+        self.say(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
+        read = [n for n in system.topology.node_ids if n not in system.topology.answer_ids]
+        for mode in self.cfg.ablations if read else ():
+            ablated, ablated_rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
+                                                        self.cfg.transcripts, Ablation(mode))
+            real_minus = paired_difference(ablated, accuracy)
+            metrics.update({f"eval/accuracy_{mode}": ablated.mean, f"eval/real_minus_{mode}": real_minus.difference,
+                            f"eval/real_minus_{mode}_se": real_minus.se})
+            rows += [{**row, "messages_read": mode} for row in ablated_rows]
+            self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated}; real - {mode}: {real_minus}")
+        self.tracker.log(metrics, step)
+        if not self.world.main:
+            return
+        self._keep_transcripts(rows, step)
+        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy)
+        if change is not None:
+            self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
+            self.say(f"eval  step {step:>4} | change since step 0: {change}")
+
+    def _keep_transcripts(self, rows: list[dict], step: int) -> None:
+        with (self.run_dir / "eval_transcripts.jsonl").open("a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, "messages_read": "real", **row}) + "\n")
