@@ -53,8 +53,8 @@ class Scripted:
             values = [int(v) for v in re.findall(r"\\boxed\{(-?\d+)\}", prompt)]
             reply = f"\\boxed{{{values[0] + values[1] if op == '+' else values[0] - values[1]}}}" \
                 if len(values) == 2 else "none"
-        ids = torch.tensor(self.agents.tokenizer(reply, add_special_tokens=False)["input_ids"] + self.agents.stop_ids[:1])
-        return Generation(ids, None, False)
+        ids = self.agents.tokenizer(reply, add_special_tokens=False)["input_ids"] + self.agents.stop_ids[:1]
+        return Generation(torch.tensor(ids), None, False)
 
 
 def scripted_system(model_dir, reads: bool):

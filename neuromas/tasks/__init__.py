@@ -23,7 +23,7 @@ from neuromas.tasks.math_answers import has_boxed, math_match
 from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
-from neuromas.tasks.split import SplitArithmeticSource, part_correct
+from neuromas.tasks.split import SplitArithmeticSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
 
@@ -59,8 +59,9 @@ KINDS = {
     "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
-REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match, "choice_match": choice_match,
-           "lookup_match": lookup_match, "countdown_match": countdown_match, "code_tests": None}
+REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
+           "choice_match": choice_match, "lookup_match": lookup_match, "countdown_match": countdown_match,
+           "code_tests": None}
 
 
 @dataclass
