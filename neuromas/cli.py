@@ -73,8 +73,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --messages: replace one node's outgoing messages at a time (which node matters)")
     ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json, or "
                                   "A/compare-<split>-<system>.json for two)")
-    show = commands.add_parser("show", help="draw a topology", description="Print a topology and draw it (PNG/SVG).")
+    show = commands.add_parser("show", help="draw a topology, or print a run's transcripts",
+                               description="Print a topology and draw it (PNG/SVG); with --transcripts, print the full "
+                                           "transcripts a run kept instead.")
     show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
+    show.add_argument("--transcripts", action="store_true",
+                      help="print the run's kept evaluation transcripts (every node's message, the answer, the score)")
+    show.add_argument("--training", action="store_true", help="with --transcripts: the training steps' transcripts")
+    show.add_argument("--step", type=int, help="with --transcripts: this step's (default: the last kept)")
+    show.add_argument("--question", metavar="ID", help="with --transcripts: only this question id (e.g. test-3)")
     show.add_argument("--out", help="picture file, .png or .svg (default: topology.png in the working directory "
                                    "for a recipe, in the run directory for a run or checkpoint)")
     at = commands.add_parser("attribute", help="connection weights on a system's failing questions (GBC)",
@@ -254,11 +261,16 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def show(args: argparse.Namespace) -> None:
-    from neuromas.pictures import draw_topology, topology_of
-
     source = Path(args.source)
     if not source.exists():
         raise NeuromasError(f"{source} does not exist")
+    if args.transcripts:
+        from neuromas.transcripts import format_transcript, read_transcripts
+
+        print("\n\n".join(map(format_transcript, read_transcripts(source, args.step, args.question, args.training))))
+        return
+    from neuromas.pictures import draw_topology, topology_of
+
     topology, texts = topology_of(source)
     # Never into the source tree: a recipe's picture goes to the working directory, a run's into the run.
     out = Path(args.out) if args.out else Path("topology.png") if source.is_file() else source / "topology.png"

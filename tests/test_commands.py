@@ -58,6 +58,31 @@ def test_eval_baselines(tiny_run, capsys):
     assert result["widths"] == [1] and "rank 24" in result["note"]  # 3 nodes x rank 8
 
 
+def test_eval_message_ablations_print_real_minus_ablated_per_node(tiny_run, capsys):
+    out = tiny_run / "ablations.json"
+    assert main(["eval", str(tiny_run), "--questions", "3", "--messages", "empty,shuffled", "--per-node",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = {"empty_L0N0", "empty_L0N1", "shuffled_L0N0", "shuffled_L0N1"}
+    assert set(result["real_minus_ablated"]) == names
+    for name in names:
+        ablated, diff = result[f"greedy_accuracy_{name}"], result["real_minus_ablated"][name]
+        assert diff["difference"] == pytest.approx(result["greedy_accuracy"] - ablated) and diff["n"] == 3
+    assert len(result["transcripts"]["real"]) == 3 and set(result["transcripts"]) == {"real", *names}
+    text = capsys.readouterr().out
+    assert "greedy, L0N1 shuffled" in text and "real - shuffled L0N1" in text
+
+
+def test_show_transcripts_prints_every_nodes_message(tiny_run, capsys):
+    assert main(["show", str(tiny_run), "--transcripts"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("step 2 | test-0 | messages read: real") and "  L0N1:" in text and "  L1N0:" in text
+    assert main(["show", str(tiny_run), "--transcripts", "--step", "0", "--question", "test-1"]) == 0
+    assert capsys.readouterr().out.count("step 0 | test-1") == 1
+    assert main(["show", str(tiny_run), "--transcripts", "--training", "--step", "1"]) == 0
+    assert "step 1 |" in capsys.readouterr().out
+
+
 def test_single_agent_rank_matches_the_budget():
     assert single_agent_rank(3 * 8 * 1000, 1000) == 24
     assert single_agent_rank(2500, 1000) == 2 and single_agent_rank(10, 1000) == 1
@@ -82,6 +107,9 @@ def test_show_and_plot_write_pictures(tiny_run, tmp_path, capsys, monkeypatch):
     (["show", "nowhere.yaml"], "does not exist"),
     (["show", "RUN", "--out", "x.gif"], ".png or .svg"),
     (["plot", "nowhere"], "not a run directory"),
+    (["eval", "RUN", "--messages", "silly"], "expected empty and/or shuffled"),
+    (["eval", "RUN", "--per-node"], "give the ablations with --messages"),
+    (["show", "RUN", "--transcripts", "--step", "9"], "has no transcripts; steps with some: 0, 2"),
 ])
 def test_command_errors(tiny_run, capsys, args, message):
     assert main([a.replace("RUN", str(tiny_run)) for a in args]) == 2
