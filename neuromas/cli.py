@@ -62,9 +62,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="untrained: the same topology with fresh adapters (the base model in every node)")
     ev.add_argument("--single-agent", action="store_true",
                     help="one node with the same total trainable-parameter budget (rank computed)")
-    ev.add_argument("--against", choices=["untrained", "single-agent"],
+    ev.add_argument("--against", choices=["untrained", "single-agent", "vote", "tokens"],
                     help="also evaluate this baseline of the system on the same questions and print the system "
-                         "minus it, paired (A = the baseline, B = the system)")
+                         "minus it, paired (A = the baseline, B = the system). Compute-matched: vote (majority of "
+                         "K samples of one node, K = the system's calls) and tokens (one node given the system's "
+                         "total token budget); the node is --baseline's, else the untrained base")
+    ev.add_argument("--baseline", metavar="RUN_OR_CHECKPOINT",
+                    help="with --against vote|tokens: the trained one-node system to use (e.g. the single-agent arm)")
     ev.add_argument("--messages", metavar="MODES",
                     help="message ablations, comma-separated: empty (nodes read nothing where a message was) and/or "
                          "shuffled (the message the same node wrote for another question); prints each beside the "
@@ -240,24 +244,51 @@ def evaluate(args: argparse.Namespace) -> None:
     if unknown or (args.per_node and not messages):
         raise NeuromasError(f"--messages: expected empty and/or shuffled, got {args.messages!r}" if unknown else
                             "--per-node: give the ablations with --messages empty|shuffled")
+    if args.baseline and args.against not in ("vote", "tokens"):
+        raise NeuromasError("--baseline: only with --against vote or --against tokens")
     requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent, messages,
                             args.per_node) for s in sources]
-    if args.against:  # the baseline first: it is A
-        baseline = EvalRequest(sources[0], args.split, args.samples, args.questions, "untrained",
-                               args.against == "single-agent")
-        requests, sources = [baseline, *requests], [sources[0], *sources]
     results = [evaluate(request) for request in requests]
-    name = f"{args.split}-{results[0]['system']}.json"
+    pairs = None
+    if args.against:  # the baseline first: it is A
+        baseline, pairs = baseline_request(args, results[0])
+        results, sources = [evaluate(baseline), *results], [sources[0], *sources]
+    name = f"{args.split}-{args.against or results[0]['system']}.json"
     if len(results) == 1:
         out, text, data = sources[0] / f"eval-{name}", format_table(results[0]), results[0]
     else:
-        paired = compare(*results)
+        paired = compare(*results, pairs)
         out, text = sources[0] / f"compare-{name}", format_comparison(*results, paired)
         data = {"a": results[0], "b": results[1], "b_minus_a": {k: d.to_dict() for k, d in paired.items()}}
     out = Path(args.out) if args.out else out
     write_result(data, out)
     print(text)
     print(f"neuromas: result in {out}", file=sys.stderr)
+
+
+def baseline_request(args: argparse.Namespace, system: dict):
+    """The baseline `--against` names for the evaluated `system` (its result), and which accuracies
+    to pair (None: those of the same name)."""
+    from neuromas.evaluate import EvalRequest
+
+    node = Path(args.baseline) if args.baseline else Path(args.sources[0])
+    trained = "trained" if args.baseline else "untrained"
+    if args.baseline:
+        from neuromas import checkpoint as ckpt
+
+        widths = ckpt.read_state(ckpt.find_system(node)[0])["topology"]["widths"]
+        if widths != [1]:
+            raise NeuromasError(f"--baseline: {node} is a {widths} system; a compute-matched baseline is one node")
+    common = dict(source=node, split=args.split, num_questions=args.questions)
+    if args.against == "vote":
+        k = system["num_calls"]
+        return EvalRequest(**common, system=trained, single_agent=not args.baseline, vote=k), \
+            [(f"vote@{k}", "greedy_accuracy")]
+    if args.against == "tokens":
+        return EvalRequest(**common, system=trained, single_agent=not args.baseline,
+                           max_new_tokens=system["token_budget"]), None
+    return EvalRequest(**common, samples=args.samples, system="untrained",
+                       single_agent=args.against == "single-agent"), None
 
 
 def show(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from neuromas.agents import Agents
+from neuromas.aggregation import combine
 from neuromas.config import Config, TopologyConfig
 from neuromas.errors import NeuromasError
 from neuromas.prompts import PromptBuilder
@@ -44,6 +45,8 @@ class EvalRequest:
     messages: tuple[str, ...] = ()  # message ablations besides the real messages: empty | shuffled
     per_node: bool = False  # ablate one node's outgoing messages at a time (else every node's at once)
     transcripts: int = 8  # full transcripts kept per variant in the result
+    vote: int = 0  # also vote@K: the majority answer of K sampled rollouts per question (0: not measured)
+    max_new_tokens: int | None = None  # every node's token limit (a token-matched baseline); None: the recipe's
 
 
 def num_lora_params(agents: Agents, node_id: str | None = None) -> int:
@@ -57,6 +60,8 @@ def single_agent_rank(system_params: int, params_at_rank_1: int) -> int:
 
 def evaluate(request: EvalRequest) -> dict:
     system, cfg, _ = load_system(request.source, trained=request.system == "trained")
+    if request.max_new_tokens:
+        cfg.rollout.max_new_tokens = cfg.rollout.answer_max_new_tokens = request.max_new_tokens
     system_params = num_lora_params(system.agents)
     if request.single_agent:
         system, note = _single_agent(system.agents, cfg, system_params)
@@ -70,12 +75,14 @@ def evaluate(request: EvalRequest) -> dict:
     engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), vote=task.vote)
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
-              "note": note, "question_ids": [q.id for q in questions]}
+              "note": note, "question_ids": [q.id for q in questions], **compute(system.topology, cfg.rollout)}
     kept: dict[str, list[dict]] = {}
     metrics = {"greedy_accuracy": _greedy(engine, system, task, questions, kept=kept, keep=request.transcripts)}
     for name, ablation in ablations(system.topology, request.messages, request.per_node).items():
         metrics[f"greedy_accuracy_{name}"] = _greedy(engine, system, task, questions, ablation, name, kept,
                                                      request.transcripts)
+    if request.vote:
+        metrics[f"vote@{request.vote}"] = _majority_vote(engine, system, task, questions, request.vote, cfg.train.seed)
     if request.samples > 1:
         metrics[f"pass@{request.samples}"] = _pass_at_k(engine, system, task, questions, request.samples,
                                                         cfg.train.seed)
@@ -100,14 +107,26 @@ def ablations(topology: Topology, modes: tuple[str, ...], per_node: bool) -> dic
     return {f"{mode}_{node}": Ablation(mode, frozenset({node})) for mode in modes for node in read}
 
 
-def compare(a: dict, b: dict) -> dict[str, PairedDifference]:
-    """B against A, question by question, for every accuracy both results hold."""
+def compute(topology: Topology, cfg) -> dict[str, int]:
+    """What one greedy answer of a system costs: its model calls (a judged layer adds one) and the
+    most tokens they may generate in all (`cfg`: the RolloutConfig). A compute-matched baseline
+    gets one node the same token budget, or a vote over as many samples as calls."""
+    limits = [cfg.answer_max_new_tokens or cfg.max_new_tokens if layer == topology.depth - 1 else cfg.max_new_tokens
+              for layer, nodes in enumerate(topology.layers) for _ in nodes]
+    judged = sum(how == "select:judge" for how in topology.aggregation)
+    return {"num_calls": len(limits) + judged, "token_budget": sum(limits) + judged * cfg.judge_max_new_tokens}
+
+
+def compare(a: dict, b: dict, pairs: list[tuple[str, str]] | None = None) -> dict[str, PairedDifference]:
+    """B against A, question by question: for every accuracy both results hold, or for `pairs`
+    of (A's accuracy, B's accuracy) such as ("vote@3", "greedy_accuracy")."""
     if a["question_ids"] != b["question_ids"]:
         raise NeuromasError(f"{a['source']} and {b['source']} were evaluated on different questions (their recipes' "
                             "task settings differ); a paired comparison needs the same ones")
-    names = [name for name in _accuracy_names(a) if f"{name}_correct" in b]
-    return {name: paired_difference(Accuracy.of(a[f"{name}_correct"]), Accuracy.of(b[f"{name}_correct"]))
-            for name in names}
+    pairs = pairs or [(name, name) for name in _accuracy_names(a) if f"{name}_correct" in b]
+    return {name_b if name_a == name_b else f"{name_b} vs {name_a}":
+            paired_difference(Accuracy.of(a[f"{name_a}_correct"]), Accuracy.of(b[f"{name_b}_correct"]))
+            for name_a, name_b in pairs}
 
 
 def _single_agent(agents: Agents, cfg: Config, system_params: int) -> tuple[System, str]:
@@ -180,6 +199,21 @@ def _greedy(engine: RolloutEngine, system: System, task, questions, ablation: Ab
     if kept is not None:
         kept[name] = rows
     return Accuracy.of(correct[:, 0].tolist())
+
+
+@torch.no_grad()
+def _majority_vote(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:
+    """vote@k: per question, k sampled rollouts and their majority answer (self-consistency; the
+    answer the task's vote function reads, as a voting layer does)."""
+    torch.manual_seed(seed)
+    correct, chunk = [], max(1, engine.cfg.micro_batch_size // k)
+    for start in tqdm(range(0, len(questions), chunk), desc=f"eval vote@{k}", unit="chunk", dynamic_ncols=True):
+        batch = questions[start:start + chunk]
+        answers = engine.run(system, batch, samples_per_question=k).answers()
+        voted = [combine("vote", [(str(i), a) for i, a in enumerate(answers[q * k:(q + 1) * k])], task.vote).text
+                 for q in range(len(batch))]
+        correct += (task.score(voted, batch) >= 1.0).tolist()
+    return Accuracy.of(correct)
 
 
 def _pass_at_k(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:

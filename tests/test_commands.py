@@ -73,6 +73,23 @@ def test_eval_message_ablations_print_real_minus_ablated_per_node(tiny_run, caps
     assert "greedy, L0N1 shuffled" in text and "real - shuffled L0N1" in text
 
 
+def test_compute_matched_baselines_vote_and_token_budget(tiny_run, tiny_model_dir, tmp_path, capsys):
+    one = tmp_path / "one"
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, one, **{"topology.widths": "[1]"})]) == 0
+    assert main(["eval", str(tiny_run), "--against", "vote", "--baseline", str(one), "--questions", "3"]) == 0
+    result = json.loads((tiny_run / "compare-test-vote.json").read_text())
+    assert result["b"]["num_calls"] == 3 and result["a"]["widths"] == [1] and "vote@3_correct" in result["a"]
+    diff = result["b_minus_a"]["greedy_accuracy vs vote@3"]
+    assert diff["difference"] == pytest.approx(result["b"]["greedy_accuracy"] - result["a"]["vote@3"])
+    assert main(["eval", str(tiny_run), "--against", "tokens", "--questions", "2"]) == 0
+    result = json.loads((tiny_run / "compare-test-tokens.json").read_text())
+    assert result["b"]["token_budget"] == 3 * 6 and result["a"]["token_budget"] == 18  # 3 nodes x 6 tokens
+    assert result["a"]["system"] == "single-agent" and "greedy_accuracy" in result["b_minus_a"]
+    capsys.readouterr()
+    assert main(["eval", str(one), "--against", "vote", "--baseline", str(tiny_run)]) == 2
+    assert "is a [2, 1] system; a compute-matched baseline is one node" in capsys.readouterr().err
+
+
 def test_show_transcripts_prints_every_nodes_message(tiny_run, capsys):
     assert main(["show", str(tiny_run), "--transcripts"]) == 0
     text = capsys.readouterr().out
