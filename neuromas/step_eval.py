@@ -34,19 +34,21 @@ class StepEvaluator:
                    "eval/num_questions": float(accuracy.n)}
         self.say(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
         read = [n for n in system.topology.node_ids if n not in system.topology.answer_ids]
+        ablated: dict = {}
         for mode in self.cfg.ablations if read else ():
-            ablated, ablated_rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
-                                                        self.cfg.transcripts, Ablation(mode))
-            real_minus = paired_difference(ablated, accuracy)
-            metrics.update({f"eval/accuracy_{mode}": ablated.mean, f"eval/real_minus_{mode}": real_minus.difference,
+            ablated[mode], ablated_rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
+                                                              self.cfg.transcripts, Ablation(mode))
+            real_minus = paired_difference(ablated[mode], accuracy)
+            metrics.update({f"eval/accuracy_{mode}": ablated[mode].mean,
+                            f"eval/real_minus_{mode}": real_minus.difference,
                             f"eval/real_minus_{mode}_se": real_minus.se})
             rows += [{**row, "messages_read": mode} for row in ablated_rows]
-            self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated}; real - {mode}: {real_minus}")
+            self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated[mode]}; real - {mode}: {real_minus}")
         self.tracker.log(metrics, step)
         if not self.world.main:
             return
         self._keep_transcripts(rows, step)
-        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy)
+        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy, ablated)
         if change is not None:
             self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
             self.say(f"eval  step {step:>4} | change since step 0: {change}")

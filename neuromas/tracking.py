@@ -119,12 +119,17 @@ def record_growth(path: Path, step: int, stage: int, widths: list[int], init: st
                             "new_nodes": plan.new_nodes, "parents": plan.parents}) + "\n")
 
 
-def record_eval(path: Path, step: int, question_ids: list[str], accuracy: Accuracy) -> PairedDifference | None:
-    """Append one evaluation's per-question results to `path` (step 0 starts the file anew), and
-    return its paired change since step 0 when step 0 was evaluated on the same questions."""
+def record_eval(path: Path, step: int, question_ids: list[str], accuracy: Accuracy,
+                ablated: dict[str, Accuracy] | None = None) -> PairedDifference | None:
+    """Append one evaluation's per-question results (and those with messages ablated, by mode) to
+    `path` (step 0 starts the file anew), and return its paired change since step 0 when step 0
+    was evaluated on the same questions."""
     first = json.loads(path.read_text().splitlines()[0]) if path.is_file() and step > 0 else None
+    record = {"step": step, "ids": question_ids, "correct": [int(c) for c in accuracy.correct]}
+    if ablated:
+        record["ablated"] = {mode: [int(c) for c in a.correct] for mode, a in ablated.items()}
     with path.open("a" if step > 0 else "w") as f:
-        f.write(json.dumps({"step": step, "ids": question_ids, "correct": [int(c) for c in accuracy.correct]}) + "\n")
+        f.write(json.dumps(record) + "\n")
     if first is None or first["step"] != 0 or first["ids"] != question_ids:
         return None
     return paired_difference(Accuracy.of(first["correct"]), accuracy)

@@ -37,3 +37,18 @@ def test_paired_difference_of_identical_systems_is_zero():
 def test_paired_difference_needs_the_same_questions():
     with pytest.raises(ValueError):
         paired_difference(Accuracy.of([1, 0]), Accuracy.of([1]))
+
+
+def test_over_seeds_t_test_against_tabulated_values():
+    from neuromas.stats import OverSeeds, t_quantile, t_two_sided_p
+
+    assert t_two_sided_p(2.0, 10) == pytest.approx(0.07339, abs=1e-5)  # tables / scipy.stats.t.sf(2, 10) * 2
+    assert t_two_sided_p(0.5, 1) == pytest.approx(0.70483, abs=1e-5)
+    assert t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4) and t_quantile(0.80, 2) == pytest.approx(1.0607,
+                                                                                                          abs=1e-4)
+    assert t_quantile(0.975, 10_000) + t_quantile(0.80, 10_000) == pytest.approx(2.80, abs=0.01)  # the 2.8 s.e. rule
+    over = OverSeeds((0.10, 0.05, 0.16))
+    assert over.mean == pytest.approx(0.10333, abs=1e-5) and over.se == pytest.approx(0.03180, abs=1e-5)
+    assert over.p == pytest.approx(t_two_sided_p(0.10333 / 0.03180, 2), abs=1e-3) and 0.05 < over.p < 0.10
+    assert over.detectable == pytest.approx((4.3027 + 1.0607) * 0.03180, abs=1e-3)
+    assert "over 3 seeds (+0.100, +0.050, +0.160)" in str(over) and "1 seed" in str(OverSeeds((0.2,)))
