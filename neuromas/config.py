@@ -139,10 +139,11 @@ class TaskConfig:
     # JSONL or a Hugging Face task.dataset): math (GSM8K / MATH), choice (MMLU-style multiple
     # choice), code (HumanEval / MBPP, run in a sandbox), jsonl (your own {"question", "answer"}
     # rows, scored by task.reward). Split, where each first-layer node is given its own part of the
-    # input and the answering node only what it must combine: split_arithmetic.
+    # input and the answering node only what it must combine: split_arithmetic. BBH Navigate,
+    # generated (Yes/No, balanced; `depth` step instructions): navigate.
     name: str = "arithmetic"
     # auto (the kind's own) | exact_match | boxed_match | math_match | choice_match | lookup_match | countdown_match
-    # | code_tests | "pkg.module:function"
+    # | yes_no_match | code_tests | "pkg.module:function"
     reward: str = "auto"
     # exact_match: how the answer is read. last_number: the last \boxed{}, else the last number in the
     # reply (an echoed operand or a cut-off reply can score); boxed: only a \boxed{} (boxed_match).
@@ -154,7 +155,7 @@ class TaskConfig:
     # so that training seeds see different questions; the test and validation splits stay the same.
     stream_seed: Optional[int] = None
     # generated kinds
-    depth: int = 2  # arithmetic: operators; lookup: hops; countdown: numbers - 1
+    depth: int = 2  # arithmetic: operators; lookup: hops; countdown: numbers - 1; navigate: step instructions
     max_value: int = 9  # arithmetic, countdown: numbers are drawn from 1..max_value
     table_size: int = 8  # lookup: names in the table
     num_test: int = 64  # size of the held-out test (and validation) split
@@ -175,7 +176,7 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task", "name", self.name, ("arithmetic", "lookup", "countdown", "math", "choice", "code",
-                                                  "jsonl", "split_arithmetic"))
+                                                  "jsonl", "split_arithmetic", "navigate"))
         _check_positive("task", self, "depth", "max_value", "num_test", "table_size", "sandbox_wall_s",
                         "sandbox_cpu_s", "sandbox_memory_mb")
         _check_positive("task", self, "format_weight", allow_zero=True)

@@ -162,3 +162,56 @@ def test_boxed_extraction_refuses_the_last_number_fallback():
 def test_a_sample_reads_as_a_mapping_in_a_reward():
     sample = Sample("q", "Compute 3 + 4.", "7", {"numbers": [3, 4]})
     assert sample["answer"] == "7" and sample["numbers"] == [3, 4] and sample.get("missing") is None
+
+
+def test_navigate_is_balanced_has_both_variants_and_is_labelled_right():
+    from collections import Counter
+
+    from neuromas.tasks.navigate import HEADINGS, SIDEWAYS
+
+    task = build_task(TaskConfig(name="navigate", depth=3, num_test=60))
+    for split in (task.test, task.validation, task.train_batch(0, 60)):
+        assert Counter(s.answer for s in split) == {"Yes": 30, "No": 30}
+    assert set(Counter(s.meta["variant"] for s in task.test)) == {"turns", "always face forward"}
+    for sample in task.test + task.train_batch(1, 40):  # walk every question's instructions again, from its text
+        x = y = heading = 0
+        for verb, rest in re.findall(r"(Take|Turn) ([^.]+)\.", sample.question):
+            if verb == "Turn":
+                heading = (heading + {"left": -1, "right": 1, "around": 2}[rest]) % 4
+                continue
+            words = rest.split()
+            n, direction = words[0], words[2:]
+            dx, dy = SIDEWAYS[direction[0]] if direction else HEADINGS[heading]
+            x, y = x + int(n) * dx, y + int(n) * dy
+        assert (sample.answer == "Yes") == ((x, y) == (0, 0)), sample.question
+        assert ("Always face forward." in sample.question) == (sample.meta["variant"] == "always face forward")
+    reward, sample = task.reward, task.test[0]
+    assert reward(f"so \\boxed{{{sample.answer}}}", sample) == 1.0
+    assert reward(sample.answer.lower() + ".", sample) == 1.0
+    assert reward("\\boxed{Maybe}", sample) == 0.0
+
+
+def test_arc_rows_with_labelled_choices_become_letters():
+    from neuromas.tasks.jsonl import choice_row
+
+    row = {"id": "arc-1", "question": "Which is a gas?", "answerKey": "3",
+           "choices": {"text": ["rock", "water", "steam", "ice"], "label": ["1", "2", "3", "4"]}}
+    sample = choice_row(row, "x")
+    assert sample.answer == "C" and "steam" in sample.question and sample.meta["choices"][2] == "steam"
+    row["choices"]["label"], row["answerKey"] = ["A", "B", "C", "D"], "B"
+    assert choice_row(row, "x").answer == "B"
+
+
+@pytest.mark.parametrize("folder", ["recipes/paper/protocol", "recipes/paper/gpu/protocol"])
+def test_the_paper_protocol_recipes_pass_a_dry_run(folder, tmp_path, capsys):
+    from pathlib import Path
+
+    from neuromas.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    names = sorted(p.stem for p in (root / folder).glob("*.yaml"))
+    assert names == ["grow-3-5-7", "neuromas-3", "neuromas-5", "neuromas-7", "single-agent"]
+    for name in names:
+        assert main(["train", str(root / folder / f"{name}.yaml"), "--dry-run",
+                     f"tracking.run_dir={tmp_path / name}"]) == 0
+    assert "(3 stage(s)" in capsys.readouterr().err

@@ -5,7 +5,8 @@ import pytest
 from neuromas.config import Config, load_config, save_config
 from neuromas.errors import ConfigError
 
-RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+RECIPES = sorted([*Path(__file__).parent.parent.glob("recipes/**/*.yaml"),
+                  *Path(__file__).parent.parent.glob("experiments/**/*.yaml")])
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):

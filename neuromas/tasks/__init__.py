@@ -23,6 +23,7 @@ from neuromas.tasks.math_answers import has_boxed, math_match
 from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
+from neuromas.tasks.navigate import NavigateSource, yes_no_match, yes_no_vote
 from neuromas.tasks.split import SplitArithmeticSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
@@ -57,11 +58,12 @@ KINDS = {
                  has_code_block, code_row, code_vote),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
     "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
+    "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
            "choice_match": choice_match, "lookup_match": lookup_match, "countdown_match": countdown_match,
-           "code_tests": None}
+           "yes_no_match": yes_no_match, "code_tests": None}
 
 
 @dataclass
@@ -125,6 +127,8 @@ def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
         return ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "lookup":
         return LookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
+    if cfg.name == "navigate":
+        return NavigateSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "split_arithmetic":
         return SplitArithmeticSource(max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "countdown":

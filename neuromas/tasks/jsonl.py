@@ -38,14 +38,20 @@ def math_row(row: dict, default_id: str) -> Sample:
 
 def choice_row(row: dict, default_id: str) -> Sample:
     """MMLU style: ``question``, ``choices`` (a list, or a mapping letter -> text), ``answer``
-    (a letter or a 0-based index)."""
+    (a letter or a 0-based index); or ARC style: ``choices`` as ``{"text": [...], "label": [...]}``
+    and ``answerKey``, one of the labels (ARC labels some questions 1-4 instead of A-D)."""
     choices = _field(row, "choices", "options")
-    if isinstance(choices, dict):
+    answer = _field(row, "answer", "label", "answerKey")
+    if isinstance(choices, dict) and "text" in choices:
+        labels = [str(label) for label in choices.get("label", [])]
+        answer = labels.index(str(answer)) if str(answer) in labels else answer
+        choices = list(choices["text"])
+    elif isinstance(choices, dict):
         choices = [choices[k] for k in sorted(choices)]
     if not isinstance(choices, list) or len(choices) < 2:
         raise ValueError("\"choices\" must list at least 2 options")
     choices = [str(c) for c in choices]
-    letter = answer_letter(_field(row, "answer", "label"), len(choices))
+    letter = answer_letter(answer, len(choices))
     return Sample(id=str(row.get("id", default_id)), question=render_choices(str(_field(row, "question")), choices),
                   answer=letter, meta={"choices": choices})
 
