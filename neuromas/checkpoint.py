@@ -34,9 +34,11 @@ def write_atomically(target: Path, fill) -> Path:
     staging.mkdir(parents=True)
     try:
         fill(staging)
-    except OSError as e:  # e.g. a full disk: the previous checkpoint stays as it was
-        shutil.rmtree(staging, ignore_errors=True)
-        raise NeuromasError(f"could not write {target}: {e.strerror or e}") from None
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save's writer raises RuntimeError, files OSError
+        shutil.rmtree(staging, ignore_errors=True)  # the previous checkpoint stays as it was
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        raise NeuromasError(f"could not write {target} ({reason}); the last checkpoint is intact: resume with "
+                            "--resume RUN_DIR once there is room") from None
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
@@ -131,7 +133,13 @@ def read_state(checkpoint: Path) -> dict:
     path = checkpoint / STATE_FILE
     if not path.is_file():
         raise NeuromasError(f"{checkpoint} is not a neuromas checkpoint (no {STATE_FILE})")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NeuromasError(f"{path} is damaged (not JSON: {e}); a checkpoint before it may be intact") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise NeuromasError(f"{path} is damaged (no step)")
+    return state
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -141,8 +149,9 @@ def latest_checkpoint(run_dir: Path) -> Path:
              if not p.name.startswith(".tmp-") and (p / STATE_FILE).is_file()]
     if not found:
         raise NeuromasError(f"{run_dir} has no checkpoint to resume from (set checkpoint.every to save them)")
-    # At equal steps a stage checkpoint is the later one: it was written after validation.
-    found.sort(key=lambda p: (read_state(p)["step"], p.name.startswith("stage_")), reverse=True)
+    # At equal steps a stage checkpoint is the later one: it was written after validation. A state
+    # file that does not parse sorts as a damaged checkpoint of its own step (from its name).
+    found.sort(key=lambda p: (_step_of(p), p.name.startswith("stage_")), reverse=True)
     for checkpoint in found:
         problem = damage(checkpoint)
         if problem is None:
@@ -151,8 +160,20 @@ def latest_checkpoint(run_dir: Path) -> Path:
     raise NeuromasError(f"every checkpoint of {run_dir} is damaged (the newest, {found[0]}: {damage(found[0])})")
 
 
+def _step_of(checkpoint: Path) -> int:
+    try:
+        return int(read_state(checkpoint)["step"])
+    except (NeuromasError, ValueError, TypeError):  # a damaged state file
+        digits = checkpoint.name.rpartition("_")[2]
+        return int(digits) if digits.isdigit() and checkpoint.name.startswith("step_") else -1
+
+
 def damage(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from, or None: every file there and readable."""
+    try:
+        read_state(checkpoint)
+    except NeuromasError:
+        return f"{STATE_FILE} is unreadable"
     adapters = sorted((checkpoint / "adapters").glob("*/adapter_model.safetensors"))
     if not adapters:
         return "no adapters"
@@ -162,6 +183,17 @@ def damage(checkpoint: Path) -> str | None:
         except Exception as e:  # noqa: BLE001 - any failure to read means: not this one
             return f"{path.relative_to(checkpoint)} is unreadable ({type(e).__name__})"
     return None
+
+
+def readable_adapter_states(checkpoint: Path, node_ids: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """`adapter_states_from`, with a damaged file as a one-line error (`neuromas eval`, `grow`, ...)."""
+    try:
+        return adapter_states_from(checkpoint, node_ids)
+    except NeuromasError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise NeuromasError(f"{checkpoint}: an adapter file is damaged ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'})") from None
 
 
 def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict[str, torch.Tensor]]:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import errno
-import fcntl
 import json
 import os
+import socket
 import sys
-import time
+import threading
 import warnings
 from pathlib import Path
 
+from neuromas import rundir
 from neuromas.config import load_config
 from neuromas.tasks import build_task
 from neuromas.errors import Interrupted, NeuromasError
@@ -107,36 +108,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_dir_for(name: str, configured: str | None, resume: str | None = None) -> Path:
-    """The run directory: the one resumed, the configured one, or runs/<name>-<time>.
-    A new run never reuses a directory that holds a run."""
-    if resume:
-        if not (Path(resume) / "metrics.jsonl").exists():
-            raise NeuromasError(f"--resume: {resume} is not a run directory")
-        return Path(resume)
-    path = Path(configured) if configured else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (path / "metrics.jsonl").exists():
-        raise NeuromasError(f"{path} already holds a run; resume it with --resume {path}, "
-                            "or set tracking.run_dir=<new dir>")
-    return path
-
-
 def train(args: argparse.Namespace) -> None:
     overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
-    cfg = load_config(args.recipe, overrides)  # recipe and data mistakes are answered before torch is imported
+    # Recipe, data and run-directory mistakes are answered before torch is imported.
+    resuming = False
+    if args.resume:
+        run_dir, resuming = rundir.resumed_run_dir(args.resume)
+        cfg = rundir.resume_config(args.recipe, overrides, run_dir)
+    else:
+        cfg = load_config(args.recipe, overrides)
+        run_dir = rundir.new_run_dir(cfg.name, cfg.tracking.run_dir)
     check_topologies(cfg)
     check_local_model(cfg.model.name)
-    run_dir = run_dir_for(cfg.name, cfg.tracking.run_dir, args.resume)
     task = build_task(cfg.task)
     task.check_batch(cfg.train.questions_per_step)
     if args.dry_run:
+        rundir.check_writable(run_dir)
         return check_recipe(cfg, args.processes)
-    lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
+    check_hub_model(cfg.model.name)
+    lock = rundir.lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
     trainer = Trainer(cfg, run_dir, task)
     try:
-        if args.resume:
+        if resuming:
             trainer.resume()
         run_dir, main = trainer.run_dir, trainer.world.main
         if main:
@@ -149,30 +144,6 @@ def train(args: argparse.Namespace) -> None:
     if main:
         print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
               file=sys.stderr)
-
-
-def lock_run_dir(run_dir: Path):
-    """Create the run directory and hold an exclusive lock on it while this process trains, so a
-    second run (or --resume) on the same directory stops at once. Rank 0 only (the others write
-    nothing). The lock goes with the process, however it ends."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return None
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / "run.lock", "a+")
-    except OSError as e:
-        raise NeuromasError(f"tracking.run_dir: cannot write to {run_dir} ({e.strerror})") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "?"
-        raise NeuromasError(f"{run_dir} is in use by another neuromas process (pid {owner}); wait for it to "
-                            "end, or set tracking.run_dir=<new dir>") from None
-    handle.truncate(0)
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
 
 
 def check_local_model(name: str) -> None:
@@ -190,6 +161,39 @@ def check_local_model(name: str) -> None:
         json.loads(config.read_text())
     except json.JSONDecodeError as e:
         raise NeuromasError(f"model.name: {config} is not valid JSON (line {e.lineno})") from None
+
+
+def check_hub_model(name: str, timeout_s: float = 3.0) -> None:
+    """A hub id that is neither cached nor reachable is answered in one line within `timeout_s`,
+    instead of a minute of download retries. Built-in names, local directories and offline mode
+    (HF_HUB_OFFLINE=1) are left to the loader."""
+    from neuromas.models import BUILTIN_MODELS  # torch: imported now anyway, training follows
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+    if name in BUILTIN_MODELS or Path(name).expanduser().exists() or offline:
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # in the local hub cache: the loader finds it offline
+    endpoint = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    address = (host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) if ":" in host else \
+        (host, 80 if endpoint.startswith("http:") else 443)
+    reached: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            reached.append(True)
+        except OSError:
+            pass
+    probe = threading.Thread(target=connect, daemon=True)  # name resolution ignores socket timeouts
+    probe.start()
+    probe.join(timeout_s)
+    if not reached:
+        raise NeuromasError(f"model.name: {name!r} is not in the local hub cache and the hub ({host}) cannot be "
+                            f"reached; give a local model directory, or a built-in name ({', '.join(BUILTIN_MODELS)})")
 
 
 def check_topologies(cfg) -> None:
@@ -218,20 +222,19 @@ def check_recipe(cfg, processes: int = 1) -> None:
 
 
 def grow(args: argparse.Namespace) -> None:
-    from neuromas.surgery import grow_saved_system  # heavy imports only when needed
-
     try:
         widths = [int(w) for w in args.widths.split(",")]
     except ValueError:
         raise NeuromasError(f"--widths: expected numbers like 4,2,1, got {args.widths!r}") from None
+    rundir.saved_system(args.source)
+    from neuromas.surgery import grow_saved_system  # heavy imports only when needed
+
     out = grow_saved_system(Path(args.source), widths, args.init, args.connectivity, args.noise, args.gate_steps,
                             Path(args.out) if args.out else None)
     print(f"neuromas: grown system in {out}; train it with: neuromas train {out / 'config.yaml'}", file=sys.stderr)
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from neuromas.evaluate import EvalRequest, compare, evaluate, format_comparison, format_table, write_result
-
     if args.samples < 1 or (args.questions is not None and args.questions < 1):
         raise NeuromasError("--samples and --questions must be at least 1")
     if len(args.sources) > 2:
@@ -246,6 +249,10 @@ def evaluate(args: argparse.Namespace) -> None:
                             "--per-node: give the ablations with --messages empty|shuffled")
     if args.baseline and args.against not in ("vote", "tokens"):
         raise NeuromasError("--baseline: only with --against vote or --against tokens")
+    for source in [*sources, *([args.baseline] if args.baseline else [])]:
+        rundir.saved_system(source)  # before torch is imported: a mistake is answered at once
+    from neuromas.evaluate import EvalRequest, compare, evaluate, format_comparison, format_table, write_result
+
     requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent, messages,
                             args.per_node) for s in sources]
     results = [evaluate(request) for request in requests]
@@ -255,10 +262,10 @@ def evaluate(args: argparse.Namespace) -> None:
         results, sources = [evaluate(baseline), *results], [sources[0], *sources]
     name = f"{args.split}-{args.against or results[0]['system']}.json"
     if len(results) == 1:
-        out, text, data = sources[0] / f"eval-{name}", format_table(results[0]), results[0]
+        out, text, data = rundir.result_path(sources[0], f"eval-{name}"), format_table(results[0]), results[0]
     else:
         paired = compare(*results, pairs)
-        out, text = sources[0] / f"compare-{name}", format_comparison(*results, paired)
+        out, text = rundir.result_path(sources[0], f"compare-{name}"), format_comparison(*results, paired)
         data = {"a": results[0], "b": results[1], "b_minus_a": {k: d.to_dict() for k, d in paired.items()}}
     out = Path(args.out) if args.out else out
     write_result(data, out)
@@ -316,11 +323,12 @@ def show(args: argparse.Namespace) -> None:
 
 def attribute(args: argparse.Namespace) -> None:
     source = Path(args.source)
-    out = Path(args.out) if args.out else source / "attribution.png"
+    out = Path(args.out) if args.out else rundir.result_path(source, "attribution.png")
     if out.suffix not in (".png", ".svg"):
         raise NeuromasError(f"--out: {out} must end in .png or .svg")
     if args.questions < 1:
         raise NeuromasError("--questions must be at least 1")
+    rundir.saved_system(source)
     from neuromas.attribute import attribute as run_report, draw_report, format_report  # heavy imports
 
     report = run_report(source, args.questions, args.split, args.agg, args.objective)
@@ -365,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
               "--resume RUN_DIR once there is room)", file=sys.stderr)
         return 2
     except Interrupted as e:
-        resume = f"; resume with: neuromas train {args.recipe} --resume {e.checkpoint.parents[1]}" \
-            if args.command == "train" else ""
+        run = e.run_dir
+        resume = "" if args.command != "train" or run is None else \
+            f"; resume with: neuromas train {run / 'config.yaml'} --resume {run}" if e.checkpoint is not None else \
+            "; nothing to resume: start it again with the same command"
         print(f"neuromas: {e}{resume}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

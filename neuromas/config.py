@@ -9,6 +9,7 @@ the key. Each component receives only its own section (``RolloutEngine(cfg.rollo
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -42,6 +43,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", self.device):
+            raise ConfigError(f"model.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps, xpu")
 
 
 @dataclass
@@ -132,6 +135,9 @@ class PromptsConfig:
         _check_choice("prompts", "task_to", self.task_to, ("all", "first_layer"))
 
 
+GENERATED_KINDS = ("arithmetic", "lookup", "countdown", "split_arithmetic", "navigate")
+
+
 @dataclass
 class TaskConfig:
     # Kinds. Generated, with a `depth` knob: arithmetic (nested expressions), lookup (multi-hop
@@ -186,6 +192,11 @@ class TaskConfig:
             raise ConfigError(f"task.path: required when task.name is {self.name} (or give task.dataset)")
         if self.path and self.dataset:
             raise ConfigError("task.path and task.dataset: give one source of data, not both")
+        if self.name in GENERATED_KINDS:
+            data = [k for k in ("path", "test_path", "validation_path", "dataset") if getattr(self, k)]
+            if data:
+                raise ConfigError(f"task.{data[0]}: the {self.name} task is generated and reads no data (data "
+                                  "kinds: math, choice, code, jsonl)")
 
 
 @dataclass
@@ -499,7 +510,11 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
         for override in overrides:
-            _apply_override(merged, override)
+            try:
+                _apply_override(merged, override)
+            except yaml.YAMLError as e:  # the value is parsed as YAML: `[1,` or an unclosed quote
+                problem = str(getattr(e, "problem", None) or e).strip()
+                raise ConfigError(f"{override.split('=', 1)[0]}: the value is not valid YAML ({problem})") from None
         cfg = OmegaConf.to_object(merged)
     except oc_errors.OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from None

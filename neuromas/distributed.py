@@ -117,8 +117,8 @@ class StopRequests:
         if self.flag:
             raise KeyboardInterrupt
         self.flag = True
-        print(f"\nneuromas: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        print(f"\nneuromas: {signal.Signals(signum).name}: stopping after the step or evaluation in progress, "
+              "with a checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
 
     def requested(self, world: World) -> bool:
         return bool(world.sum(torch.tensor(float(self.flag))) > 0) if world.size > 1 else self.flag

@@ -14,9 +14,12 @@ class ConfigError(NeuromasError):
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal after a complete step, leaving a checkpoint to resume from
-    (not a NeuromasError: nothing was wrong; the CLI exits 130, as for Ctrl-C)."""
+    """Training stopped on a signal after a complete step, leaving a checkpoint to resume from, or
+    before its first step, leaving nothing to resume (`checkpoint` None); not a NeuromasError:
+    nothing was wrong; the CLI exits 130, as for Ctrl-C."""
 
-    def __init__(self, step: int, checkpoint):
-        super().__init__(f"interrupted after step {step}; checkpoint {checkpoint}")
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step: int, checkpoint, run_dir=None):
+        where = f"after step {step}; checkpoint {checkpoint}" if checkpoint is not None else \
+            "before the first step (during the step-0 evaluation)"
+        super().__init__(f"interrupted {where}")
+        self.step, self.checkpoint, self.run_dir = step, checkpoint, run_dir

@@ -183,7 +183,7 @@ def _correct(engine: RolloutEngine, system: System, task, questions, k: int, gre
     message comes from another question), with a progress bar; transcripts go to `kept`."""
     chunk = max(2, engine.cfg.micro_batch_size // k)
     out = []
-    for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True):
+    for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True, disable=None):
         correct, rows = graded(engine, system, task, questions[start:start + chunk], k, greedy, ablation,
                                keep - len(kept) if kept is not None else 0)
         out.append(correct)
@@ -207,7 +207,8 @@ def _majority_vote(engine: RolloutEngine, system: System, task, questions, k: in
     answer the task's vote function reads, as a voting layer does)."""
     torch.manual_seed(seed)
     correct, chunk = [], max(1, engine.cfg.micro_batch_size // k)
-    for start in tqdm(range(0, len(questions), chunk), desc=f"eval vote@{k}", unit="chunk", dynamic_ncols=True):
+    for start in tqdm(range(0, len(questions), chunk), desc=f"eval vote@{k}", unit="chunk", dynamic_ncols=True,
+                      disable=None):
         batch = questions[start:start + chunk]
         answers = engine.run(system, batch, samples_per_question=k).answers()
         voted = [combine("vote", [(str(i), a) for i, a in enumerate(answers[q * k:(q + 1) * k])], task.vote).text

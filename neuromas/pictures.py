@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from matplotlib.figure import Figure  # not pyplot: drawing to files needs no backend switch
@@ -10,6 +9,7 @@ from matplotlib.patches import Circle
 
 from neuromas.errors import NeuromasError
 from neuromas.topology import Topology
+from neuromas.tracking import read_jsonl
 
 
 def draw_topology(topology: Topology, path: Path, title: str = "",
@@ -65,9 +65,11 @@ def read_run(run_dir: Path) -> tuple[list[dict], list[int]]:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise NeuromasError(f"{run_dir} is not a run directory (no metrics.jsonl)")
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    lines = read_jsonl(metrics)
+    if not any("reward/mean" in line or "eval/accuracy" in line for line in lines):
+        raise NeuromasError(f"{run_dir} has nothing to plot yet (no step or evaluation in its metrics.jsonl)")
     growth = run_dir / "growth.jsonl"
-    grew = [json.loads(line)["step"] for line in growth.read_text().splitlines()] if growth.is_file() else []
+    grew = [row["step"] for row in read_jsonl(growth)] if growth.is_file() else []
     return lines, grew
 
 

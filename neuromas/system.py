@@ -83,6 +83,6 @@ def load_system(source: Path, trained: bool = True,
     agents = Agents(base, tokenizer, cfg.agents, topology.node_ids, all_node_ids)
     texts = recipe_texts(cfg.agents.texts, topology.node_ids)  # as the run started
     if trained:
-        load_adapter_states(agents, ckpt.adapter_states_from(directory, topology.node_ids))
+        load_adapter_states(agents, ckpt.readable_adapter_states(directory, topology.node_ids))
         texts = ckpt.texts_from(directory, topology.node_ids)
     return System(agents, topology, frozenset(state.get("new_nodes", [])), texts), cfg, directory

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from neuromas.config import TrackingConfig
-from neuromas.errors import ConfigError
+from neuromas.errors import ConfigError, NeuromasError
 from neuromas.stats import Accuracy, PairedDifference, paired_difference
 
 
@@ -26,8 +27,7 @@ class Tracker:
                                      dir=str(run_dir), config=config)
 
     def log(self, metrics: dict[str, float | str], step: int) -> None:
-        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self._file.flush()
+        append_line(self._file, json.dumps({"step": step, **metrics}))
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
@@ -94,13 +94,40 @@ class NullTracker:
     def close(self) -> None: ...
 
 
+def append_line(file, line: str) -> None:
+    """Write one whole line and flush it; a write that fails (a full disk) is cut back to where the
+    line started, so the file never ends in half a line."""
+    start = file.tell()
+    try:
+        file.write(line + "\n")
+        file.flush()
+    except OSError:
+        file.seek(start)
+        file.truncate()
+        raise
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file the trainer appends to. A torn last line (a process killed, or
+    a disk that filled, mid-write) is dropped with a note; a bad line before it is an error."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise NeuromasError(f"{path}: line {number} is not JSON (the file was changed by hand?)") from None
+            print(f"neuromas: {path}: dropping a half-written last line", file=sys.stderr)
+    return rows
+
+
 def truncate_jsonl(path: Path, step: int, inclusive: bool = False) -> None:
     """Keep the lines of a step-keyed JSONL file up to `step` (before it, if `inclusive`)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line and (json.loads(line)["step"] < step or (json.loads(line)["step"] == step and not inclusive))]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = [row for row in read_jsonl(path) if row["step"] < step or (row["step"] == step and not inclusive)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in keep))
 
 
 def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:

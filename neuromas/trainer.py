@@ -124,24 +124,30 @@ class Trainer:
             tqdm.write(line)
 
     def fit(self) -> list[dict]:
-        """Run every remaining stage; returns the per-step metrics of this call."""
+        """Run every remaining stage; returns the per-step metrics of this call. A signal (Ctrl-C,
+        SIGTERM) stops after the step or evaluation in progress, with what a resume needs."""
         history = []
-        if self.step == 0:
-            self._evaluate(step=0)
-        with StopRequests() as stop, tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step",
-                                          dynamic_ncols=True, disable=not self.world.main) as bar:
-            while self.schedule.stage(self.state) is not None:
-                while self.schedule.keep_training(self.state):
-                    history.append(self._one_step())
-                    bar.update(1)
-                    if stop.requested(self.world):
-                        checkpoint = self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
-                        self.tracker.close()
-                        raise Interrupted(self.step, checkpoint)
-                self._end_stage()
-        if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
-            self._evaluate(self.step)
-        self.save(self.run_dir / "adapters", adapters_only=True)
+        with StopRequests() as stop:
+            if self.step == 0:
+                self._evaluate(step=0)
+                if stop.requested(self.world):
+                    self.tracker.close()
+                    raise Interrupted(0, None, self.run_dir)
+            # A bar on a terminal only: in a log file its redraws would interleave with the step lines.
+            with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                      disable=None if self.world.main else True) as bar:
+                while self.schedule.stage(self.state) is not None:
+                    while self.schedule.keep_training(self.state):
+                        history.append(self._one_step())
+                        bar.update(1)
+                        if stop.requested(self.world):
+                            checkpoint = self.save(self.run_dir / "checkpoints" / f"step_{self.step}")
+                            self.tracker.close()
+                            raise Interrupted(self.step, checkpoint, self.run_dir)
+                    self._end_stage()
+            if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
+                self._evaluate(self.step)  # a signal here: the evaluation ends, the run completes
+            self.save(self.run_dir / "adapters", adapters_only=True)
         self.world.check_same(self.agents.parameters(), self.step)
         self.tracker.close()
         return history

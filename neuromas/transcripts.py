@@ -7,11 +7,11 @@ message ablation the run measured), training steps in transcripts.jsonl
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 from neuromas.errors import NeuromasError
+from neuromas.tracking import read_jsonl
 
 
 def read_transcripts(run_dir: Path, step: int | None = None, question: str | None = None,
@@ -23,13 +23,7 @@ def read_transcripts(run_dir: Path, step: int | None = None, question: str | Non
         knob = "tracking.transcripts_every" if training else "eval.transcripts"
         raise NeuromasError(f"{run_dir} keeps no {'training' if training else 'evaluation'} transcripts "
                             f"({path.name} is missing; see {knob})")
-    rows, lines = [], path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):  # a torn last line (a run killed mid-write) is skipped
-                raise NeuromasError(f"{path}: line {number} is not JSON") from None
+    rows = read_jsonl(path)
     steps = sorted({r["step"] for r in rows})
     if not steps:
         raise NeuromasError(f"{path} is empty")

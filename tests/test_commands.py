@@ -50,8 +50,9 @@ def test_eval_compares_two_systems_on_the_same_questions(tiny_run, capsys):
 
 def test_eval_baselines(tiny_run, capsys):
     assert main(["eval", str(tiny_run / "checkpoints" / "step_2"), "--system", "untrained", "--questions", "1"]) == 0
-    assert json.loads((tiny_run / "checkpoints" / "step_2" / "eval-test-untrained.json").read_text())["system"] \
-        == "untrained"
+    # beside the run, never inside a checkpoint (pruning deletes checkpoints)
+    assert json.loads((tiny_run / "step_2-eval-test-untrained.json").read_text())["system"] == "untrained"
+    assert not list((tiny_run / "checkpoints" / "step_2").glob("eval-*"))
     out = tiny_run / "single.json"
     assert main(["eval", str(tiny_run), "--single-agent", "--questions", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

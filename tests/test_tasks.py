@@ -127,8 +127,27 @@ def test_a_reward_that_is_not_a_finite_number_scores_zero_and_is_counted(bad):
     assert rewards.tolist() == [1.0, 0.0, 0.0] and task.num_reward_errors == 2 and torch.isfinite(rewards).all()
 
 
-def test_a_raising_reward_scores_zero_and_is_counted():
+def test_a_reward_that_fails_on_every_answer_of_the_first_batch_stops_with_one_line():
     task = build_task(TaskConfig(reward="helpers:raising_reward"))
+    with pytest.raises(NeuromasError, match="task.reward: raising_reward failed on every answer of the first batch, "
+                                            "e.g. sample 'train-0': RuntimeError: broken reward"):
+        task.score(["a", "b"], task.train_batch(0, 2))
+    task = build_task(TaskConfig())
+    task.reward = lambda completion, sample: sample["answer"] + 1  # str + int: a user's bug
+    with pytest.raises(NeuromasError, match="TypeError"):
+        task.score(["a"], task.train_batch(0, 1))
+
+
+def test_a_raising_reward_after_the_first_batch_scores_zero_and_is_counted():
+    task = build_task(TaskConfig())
+
+    def reward(completion, sample):
+        if completion == "bad":
+            raise RuntimeError("broken reward")
+        return 1.0
+    task.reward = reward
     with pytest.warns(UserWarning, match="broken reward"):
-        rewards = task.score(["a", "b"], task.train_batch(0, 2))
-    assert rewards.tolist() == [0.0, 0.0] and task.num_reward_errors == 2
+        assert task.score(["good", "bad"], task.train_batch(0, 2)).tolist() == [1.0, 0.0]
+    with pytest.warns(UserWarning, match="reward function reward failed on 3 of 3 answers in one batch"):
+        rewards = task.score(["bad", "bad", "bad"], task.train_batch(1, 3))
+    assert rewards.tolist() == [0.0, 0.0, 0.0] and task.num_reward_errors == 4

@@ -93,15 +93,19 @@ class Task:
         return self.source.validation_samples()
 
     num_reward_errors: int = field(default=0, init=False)
+    num_scored: int = field(default=0, init=False)
+    _warned_most: bool = field(default=False, init=False)
 
     def score(self, answers: list[str], samples: list[Sample]) -> torch.Tensor:
         """Rewards [E] fp32, always finite. A reward function that raises, or returns something
         that is not a finite number (None, a string, NaN, ±inf), scores that answer 0 (warned once,
         counted in `num_reward_errors`, logged as reward/errors) instead of stopping the run or
-        reaching the loss."""
+        reaching the loss. But a reward that fails on every answer of the first batch it scores is
+        a bug, not a signal: that stops the run before any update, naming the error and the sample;
+        one that fails on more than half of a batch is warned once more, with the share."""
         import torch
 
-        rewards = []
+        rewards, errors = [], []
         for answer, sample in zip(answers, samples, strict=True):
             try:
                 value = self.reward(answer, sample)
@@ -109,11 +113,26 @@ class Task:
                     raise ValueError(f"returned {value!r}, not a finite number")
                 rewards.append(value)
             except Exception as e:  # noqa: BLE001 - user code; one bad sample must not end training
-                if not self.num_reward_errors:
-                    warnings.warn(f"reward function: {type(e).__name__}: {e}; scoring such answers 0")
-                self.num_reward_errors += 1
+                errors.append((e, sample))
                 rewards.append(0.0)
+        first_batch, self.num_scored = not self.num_scored, self.num_scored + len(answers)
+        if errors:
+            self._report(errors, len(answers), first_batch)
         return torch.tensor(rewards, dtype=torch.float32)
+
+    def _report(self, errors: list[tuple[Exception, Sample]], num_answers: int, first_batch: bool) -> None:
+        (e, sample), name = errors[0], getattr(self.reward, "__name__", repr(self.reward))
+        if first_batch and len(errors) == num_answers:
+            raise NeuromasError(f"task.reward: {name} failed on every answer of the first batch, e.g. sample "
+                                f"{sample.id!r}: {type(e).__name__}: {e} (a reward is f(completion: str, sample) -> "
+                                "float; sample.answer, or sample['answer'], is the reference)")
+        if not self.num_reward_errors:
+            warnings.warn(f"reward function: {type(e).__name__}: {e}; scoring such answers 0")
+        elif len(errors) > num_answers / 2 and not self._warned_most:
+            self._warned_most = True
+            warnings.warn(f"reward function {name} failed on {len(errors)} of {num_answers} answers in one batch "
+                          f"({type(e).__name__}: {e}); see reward/errors in metrics.jsonl")
+        self.num_reward_errors += len(errors)
 
 
 def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
