@@ -125,7 +125,7 @@ def train(args: argparse.Namespace) -> None:
     if args.dry_run:
         rundir.check_writable(run_dir)
         return check_recipe(cfg, args.processes)
-    check_hub_model(cfg.model.name)
+    check_hub_model(cfg.model.name)  # not in a dry run: a GPU recipe is checked where its hub is out of reach
     lock = rundir.lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
@@ -164,18 +164,18 @@ def check_local_model(name: str) -> None:
 
 
 def check_hub_model(name: str, timeout_s: float = 3.0) -> None:
-    """A hub id that is neither cached nor reachable is answered in one line within `timeout_s`,
-    instead of a minute of download retries. Built-in names, local directories and offline mode
-    (HF_HUB_OFFLINE=1) are left to the loader."""
-    from neuromas.models import BUILTIN_MODELS  # torch: imported now anyway, training follows
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-    if name in BUILTIN_MODELS or Path(name).expanduser().exists() or offline:
+    """A hub id (owner/name) that is neither in the local hub cache nor reachable is answered in
+    one line, within `timeout_s` and before torch is imported, instead of a minute of download
+    retries. Local directories, built-in names and bare ids are left to the loader."""
+    if Path(name).expanduser().exists() or name.count("/") != 1:
         return
     from huggingface_hub import constants, try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return  # in the local hub cache: the loader finds it offline
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        raise NeuromasError(f"model.name: {name!r} is not in the local hub cache, and HF_HUB_OFFLINE is set; give a "
+                            "local model directory, or unset HF_HUB_OFFLINE where the hub can be reached")
     endpoint = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
     host = endpoint.split("://", 1)[-1].split("/", 1)[0]
     address = (host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) if ":" in host else \
@@ -193,7 +193,7 @@ def check_hub_model(name: str, timeout_s: float = 3.0) -> None:
     probe.join(timeout_s)
     if not reached:
         raise NeuromasError(f"model.name: {name!r} is not in the local hub cache and the hub ({host}) cannot be "
-                            f"reached; give a local model directory, or a built-in name ({', '.join(BUILTIN_MODELS)})")
+                            "reached; give a local model directory, or the built-in smollm2-135m-instruct")
 
 
 def check_topologies(cfg) -> None:

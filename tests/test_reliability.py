@@ -104,7 +104,8 @@ def test_recipe_and_data_problems_are_one_line_without_a_model(bad_files, row):
 
 
 MODEL = {
-    "a hub id with no hub reachable": ("someone/not-a-model", "cannot load 'someone/not-a-model'"),
+    "a hub id not in the cache, offline": ("someone/not-a-model", "'someone/not-a-model' is not in the local hub "
+                                                                  "cache, and HF_HUB_OFFLINE is set"),
 }
 
 
