@@ -135,7 +135,7 @@ class PromptsConfig:
         _check_choice("prompts", "task_to", self.task_to, ("all", "first_layer"))
 
 
-GENERATED_KINDS = ("arithmetic", "lookup", "countdown", "split_arithmetic", "navigate")
+GENERATED_KINDS = ("arithmetic", "lookup", "countdown", "split_arithmetic", "split_lookup", "navigate")
 
 
 @dataclass
@@ -145,7 +145,8 @@ class TaskConfig:
     # JSONL or a Hugging Face task.dataset): math (GSM8K / MATH), choice (MMLU-style multiple
     # choice), code (HumanEval / MBPP, run in a sandbox), jsonl (your own {"question", "answer"}
     # rows, scored by task.reward). Split, where each first-layer node is given its own part of the
-    # input and the answering node only what it must combine: split_arithmetic. BBH Navigate,
+    # input and the answering node only what it must combine: split_arithmetic, split_lookup (the
+    # table's rows shared out; `depth` hops, `table_size` names). BBH Navigate,
     # generated (Yes/No, balanced; `depth` step instructions): navigate.
     name: str = "arithmetic"
     # auto (the kind's own) | exact_match | boxed_match | math_match | choice_match | lookup_match | countdown_match
@@ -182,7 +183,7 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _check_choice("task", "name", self.name, ("arithmetic", "lookup", "countdown", "math", "choice", "code",
-                                                  "jsonl", "split_arithmetic", "navigate"))
+                                                  "jsonl", *GENERATED_KINDS[3:]))
         _check_positive("task", self, "depth", "max_value", "num_test", "table_size", "sandbox_wall_s",
                         "sandbox_cpu_s", "sandbox_memory_mb")
         _check_positive("task", self, "format_weight", allow_zero=True)

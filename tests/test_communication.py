@@ -215,3 +215,15 @@ def test_the_paper_protocol_recipes_pass_a_dry_run(folder, tmp_path, capsys):
         assert main(["train", str(root / folder / f"{name}.yaml"), "--dry-run",
                      f"tracking.run_dir={tmp_path / name}"]) == 0
     assert "(3 stage(s)" in capsys.readouterr().err
+
+
+def test_split_lookup_shares_the_table_out_and_gives_the_answering_node_no_row():
+    task = build_task(TaskConfig(name="split_lookup", depth=2, num_test=8))
+    for sample in task.test:
+        rows = [line for line in sample.question.splitlines() if " -> " in line]
+        held = [[line for line in sample.view(0, i, 2).splitlines() if " -> " in line] for i in range(2)]
+        assert sorted(held[0] + held[1]) == sorted(rows) and not set(held[0]) & set(held[1])
+        assert " -> " not in sample.view(1, 0, 2) and sample.view(0, 0, 1) == sample.question
+        start = re.search(r"Start at (\w+)", sample.question).group(1)
+        assert f"Start at {start}" in sample.view(1, 0, 2)
+        assert task.reward(f"\\boxed{{{sample.answer}}}", sample) == 1.0

@@ -24,7 +24,7 @@ from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.navigate import NavigateSource, yes_no_match, yes_no_vote
-from neuromas.tasks.split import SplitArithmeticSource
+from neuromas.tasks.split import SplitArithmeticSource, SplitLookupSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
 
@@ -58,6 +58,7 @@ KINDS = {
                  has_code_block, code_row, code_vote),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
     "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
+    "split_lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote),
     "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
@@ -148,6 +149,8 @@ def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
         return LookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
     if cfg.name == "navigate":
         return NavigateSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test)
+    if cfg.name == "split_lookup":
+        return SplitLookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
     if cfg.name == "split_arithmetic":
         return SplitArithmeticSource(max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "countdown":
