@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from neuromas.config import TaskConfig
-from neuromas.errors import NeuromasError
+from neuromas.errors import ConfigError, NeuromasError
 from neuromas.tasks.arithmetic import ArithmeticSource
 from neuromas.tasks.choice import choice_match, states_letter
 from neuromas.tasks.code import CodeReward, has_code_block
@@ -23,6 +23,7 @@ from neuromas.tasks.math_answers import has_boxed, math_match
 from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
+from neuromas.tasks.gym import ReasoningGymReward, ReasoningGymSource
 from neuromas.tasks.navigate import NavigateSource, yes_no_match, yes_no_vote
 from neuromas.tasks.split import SplitArithmeticSource, SplitLookupSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
@@ -59,17 +60,18 @@ KINDS = {
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
     "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
     "split_lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote),
+    "reasoning_gym": Kind("reasoning_gym", BOXED, has_boxed),
     "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
            "choice_match": choice_match, "lookup_match": lookup_match, "countdown_match": countdown_match,
-           "yes_no_match": yes_no_match, "code_tests": None}
+           "yes_no_match": yes_no_match, "code_tests": None, "reasoning_gym": None}
 
 
 @dataclass
 class Task:
-    source: GeneratedSource | RowSource
+    source: GeneratedSource | RowSource | ReasoningGymSource
     reward: RewardFn
     answer_format: str
     vote: Callable[[str], "tuple[str, str] | None"] = boxed_vote  # the answer a reply holds (voting layers)
@@ -136,13 +138,15 @@ class Task:
         self.num_reward_errors += len(errors)
 
 
-def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
+def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource | ReasoningGymSource:
     source = _build_source(cfg)
     source.stream_seed = cfg.stream_seed
     return source
 
 
-def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
+def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource | ReasoningGymSource:
+    if cfg.name == "reasoning_gym":
+        return ReasoningGymSource(cfg.dataset, cfg.generator_config, cfg.seed, cfg.num_test)
     if cfg.name == "arithmetic":
         return ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
     if cfg.name == "lookup":
@@ -165,13 +169,18 @@ def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource:
     return RowSource(read(cfg.path), read(cfg.test_path), read(cfg.validation_path), cfg.seed)
 
 
-def build_reward(cfg: TaskConfig) -> RewardFn:
-    """The configured reward, plus `format_weight` x (reply in the kind's required form)."""
+def build_reward(cfg: TaskConfig, source=None) -> RewardFn:
+    """The configured reward, plus `format_weight` x (reply in the kind's required form). `source`:
+    the task's source, for rewards built from it (reasoning_gym: the generator's own checker)."""
     kind = KINDS[cfg.name]
     name = kind.reward if cfg.reward == "auto" else cfg.reward
     if name == "exact_match" and cfg.extract == "boxed":
         name = "boxed_match"
-    if name == "code_tests":
+    if name == "reasoning_gym":
+        if not isinstance(source, ReasoningGymSource):
+            raise ConfigError("task.reward: reasoning_gym scores a reasoning_gym task only")
+        reward = ReasoningGymReward(source)
+    elif name == "code_tests":
         reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox_wall_s, cpu_s=cfg.sandbox_cpu_s,
                                                    memory_mb=cfg.sandbox_memory_mb))
     else:
@@ -187,5 +196,6 @@ def build_reward(cfg: TaskConfig) -> RewardFn:
 
 def build_task(cfg: TaskConfig) -> Task:
     answer_format = KINDS[cfg.name].answer_format if cfg.answer_format == "auto" else cfg.answer_format
-    return Task(source=build_source(cfg), reward=build_reward(cfg), answer_format=answer_format,
+    source = build_source(cfg)
+    return Task(source=source, reward=build_reward(cfg, source), answer_format=answer_format,
                 vote=KINDS[cfg.name].vote)
