@@ -116,9 +116,10 @@ def test_cli_user_errors_are_one_line_and_exit_2(args, message):
 def test_a_run_directory_is_never_reused(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "metrics.jsonl").write_text("")
-    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    (run_dir / "metrics.jsonl").write_text('{"step": 0, "eval/accuracy": 0.5}\n{"step": 1, "reward/mean": 0.5}\n')
+    assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir)]) == 2  # a logged step: work kept
+    assert f"already holds a run; resume it with: neuromas train {run_dir / 'config.yaml'} --resume {run_dir}" \
+        in capsys.readouterr().err
 
 
 def test_resolved_config_is_plain_yaml(tiny_model_dir, tmp_path):
