@@ -172,6 +172,7 @@ def test_a_judge_is_the_frozen_base_and_its_choice_is_taken(tiny_model_dir):
 
 # --- training through combined layers ---
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_training_grows_into_a_voting_layer_and_resumes(tiny_model_dir, tmp_path):
     stages = ("[{topology: {widths: [1], aggregation: {-1: vote}}, steps: 2}, "
               "{topology: {widths: [2, 3], aggregation: {-1: vote}}, steps: 2}]")

@@ -74,6 +74,7 @@ def test_eval_message_ablations_print_real_minus_ablated_per_node(tiny_run, caps
     assert "greedy, L0N1 shuffled" in text and "real - shuffled L0N1" in text
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_compute_matched_baselines_vote_and_token_budget(tiny_run, tiny_model_dir, tmp_path, capsys):
     one = tmp_path / "one"
     assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, one, **{"topology.widths": "[1]"})]) == 0
@@ -134,6 +135,7 @@ def test_command_errors(tiny_run, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_sigkill_mid_run_loses_at_most_the_steps_since_the_last_checkpoint(tiny_model_dir, tmp_path):
     import signal
     import subprocess

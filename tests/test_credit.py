@@ -147,6 +147,7 @@ def test_branch_copies_share_upstream_messages(tiny_model_dir):
     ["algorithm.credit=attribution", "algorithm.attribution_top_k=1"],
     ["algorithm.cutoff_penalty=0.5", "rollout.max_new_tokens=4"],  # most messages cut off
 ])
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     from test_trainer import make_trainer
 

@@ -24,6 +24,8 @@ from neuromas.errors import ConfigError, NeuromasError
 from neuromas.optim import resolve_deepspeed_config
 from test_trainer import RECIPE, VARYING_REWARD
 
+pytestmark = pytest.mark.slow  # each test launches real multi-process runs
+
 TESTS = Path(__file__).parent
 DRIVER = TESTS / "dist_driver.py"
 

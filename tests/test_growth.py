@@ -64,6 +64,7 @@ def sampled_run(system: System, gate: float = 0.0, seed: int = 0):
 
 @pytest.mark.parametrize("old, new", [((2, 1), (3, 1)), ((2, 1), (2, 2, 1)), ((1,), (2, 1)), ((2, 1), (3, 2, 1))])
 @pytest.mark.parametrize("init", ["copy", "fresh"])
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_closed_gates_reproduce_the_parent(tiny_model_dir, old, new, init):
     parent_topology, grown_topology = topo(*old), topo(*new)
     parent_system = System(make_agents(tiny_model_dir, nodes=parent_topology.node_ids), parent_topology)
@@ -126,6 +127,7 @@ def growth_overrides(tmp_path, tiny_model_dir, run="run", *extra):
                                                             "checkpoint.keep_last": 2}) + [VARYING_REWARD, *extra]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_growth_run_trains_new_adapters_and_optimizer_covers_all(tiny_model_dir, tmp_path):
     cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir))
     assert cfg.train.steps == 5 and cfg.topology.widths == [1]
@@ -147,6 +149,7 @@ def strip_times(path) -> list[dict]:
             for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
     whole = Trainer(load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "whole")), tmp_path / "whole")
     whole.fit()
@@ -181,6 +184,7 @@ def scripted_validation(monkeypatch, values):
     monkeypatch.setattr(Trainer, "_validate", lambda self: next(values))
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_grown_stage_below_its_parent_is_rolled_back_and_retried(tiny_model_dir, tmp_path, monkeypatch):
     cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.1",
                                                    "growth.retry_inits=[zero]"))
@@ -192,6 +196,7 @@ def test_a_grown_stage_below_its_parent_is_rolled_back_and_retried(tiny_model_di
     assert trainer.step == 2 + 3 + 3
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_gate_that_commits_every_stage_trains_as_no_gate(tiny_model_dir, tmp_path):
     """The stage-end validation is greedy and draws no random numbers, so a gated run without a
     rollback is the ungated run, step for step (path dependence's seed 0 relies on this)."""
@@ -205,6 +210,7 @@ def test_a_gate_that_commits_every_stage_trains_as_no_gate(tiny_model_dir, tmp_p
     assert [row for row in without if len(row) > 1] == strip_times(tmp_path / "plain" / "metrics.jsonl")
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_rollback_without_retries_left_stops_with_a_report(tiny_model_dir, tmp_path, monkeypatch):
     cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir, "run", "growth.margin=0.0"))
     scripted_validation(monkeypatch, [0.5, 0.2])
@@ -212,6 +218,7 @@ def test_rollback_without_retries_left_stops_with_a_report(tiny_model_dir, tmp_p
         Trainer(cfg, tmp_path / "run").fit()
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_grow_cli_then_train_the_grown_system(tiny_model_dir, tmp_path, capsys):
     from neuromas.checkpoint import adapter_states_from, read_state
     from neuromas.cli import main
@@ -236,6 +243,7 @@ def test_grow_cli_then_train_the_grown_system(tiny_model_dir, tmp_path, capsys):
     (["grow", "RUN", "--widths", "three"], "--widths"),
     (["grow", "RUN", "--widths", "1"], "growth only adds nodes"),
 ])
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_grow_cli_errors(tiny_model_dir, tmp_path, capsys, args, message):
     from neuromas.cli import main
 
@@ -246,6 +254,7 @@ def test_grow_cli_errors(tiny_model_dir, tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_from_the_cli(tiny_model_dir, tmp_path, capsys):
     from neuromas.cli import main
 

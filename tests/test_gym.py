@@ -48,6 +48,7 @@ def test_reasoning_gym_missing_is_one_line(monkeypatch):
         build_task(TaskConfig(name="reasoning_gym", dataset="chain_sum"))
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_the_shipped_recipe_trains_from_the_command_line(tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "recipes/tasks/reasoning-gym.yaml", *tiny_overrides(tiny_model_dir, run)]) == 0

@@ -19,6 +19,8 @@ from neuromas import update
 from neuromas.config import load_config
 from neuromas.trainer import Trainer
 from test_trainer import RECIPE
+
+pytestmark = pytest.mark.slow  # each test trains until the reward rises
 MAX_STEPS = 30
 TARGET = 0.9  # moving average of the sampled reward over WINDOW steps
 WINDOW = 3

@@ -50,6 +50,7 @@ def text_run(tiny_model_dir, tmp_path, init="copy"):
         "agents.texts": f"{{L0N0: '{TEXT}', L0N1: 'Seeded for the new node.'}}"}) + [VARYING_REWARD]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_texts_are_saved_beside_the_adapters_grow_by_the_init_rule_and_resume(tiny_model_dir, tmp_path, capsys):
     overrides = text_run(tiny_model_dir, tmp_path)
     trainer = Trainer(load_config(RECIPE, overrides), tmp_path / "run")
@@ -72,6 +73,7 @@ def test_texts_are_saved_beside_the_adapters_grow_by_the_init_rule_and_resume(ti
     assert f"L1N0 text: {TEXT}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_new_nodes_not_copied_take_the_recipes_seed_for_their_id(tiny_model_dir, tmp_path):
     trainer = Trainer(load_config(RECIPE, text_run(tiny_model_dir, tmp_path, init="zero")), tmp_path / "run")
     trainer.fit()

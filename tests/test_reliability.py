@@ -167,6 +167,7 @@ def test_a_run_directory_in_use_by_another_process(tmp_path, tiny_model_dir):
     assert not (run_dir / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "neuromas", "train", str(RECIPE),
@@ -189,6 +190,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes(tmp_path, tin
     assert steps == list(range(1, step + 3))  # nothing lost, nothing twice
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_skips_a_damaged_checkpoint(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 3, "checkpoint.every": 1})
@@ -202,6 +204,7 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, tiny_model_dir, capsys):
     assert f"resumed from {run_dir / 'checkpoints' / 'step_2'} at step 2" in out.out
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_checkpoint_write_cut_short_is_ignored(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 3, "checkpoint.every": 1})
@@ -214,6 +217,7 @@ def test_a_checkpoint_write_cut_short_is_ignored(tmp_path, tiny_model_dir, capsy
     assert f"resumed from {run_dir / 'checkpoints' / 'step_3'} at step 3" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_without_checkpoints_is_one_line(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir)]) == 0
@@ -246,6 +250,7 @@ def test_the_vllm_backend_without_vllm_installed_is_one_line(tiny_model_dir, tmp
     assert "rollout.backend=vllm needs vLLM: pip install 'neuromas[vllm]'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_reward_that_fails_on_every_answer_stops_before_any_update(tmp_path, tiny_model_dir):
     done = cli("train", str(RECIPE), *tiny_overrides(tiny_model_dir, tmp_path / "run"),
                "task.reward=helpers:raising_reward", cwd=ROOT / "tests")
@@ -272,6 +277,7 @@ def _wait_for_step_zero_evaluation(run_dir: Path, process: subprocess.Popen) -> 
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_run_stopped_in_its_step_zero_evaluation_starts_again_with_the_same_command(tmp_path, tiny_model_dir,
                                                                                        how):
     run_dir = tmp_path / "run"
@@ -295,6 +301,7 @@ def test_a_run_stopped_in_its_step_zero_evaluation_starts_again_with_the_same_co
     _one_clean_run(run_dir)
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_of_a_run_stopped_before_its_first_step_starts_it_again(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -315,6 +322,7 @@ def _one_clean_run(run_dir: Path) -> None:
     assert [r["step"] for r in rows if "reward/mean" in r] == [1, 2]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_resume_uses_the_runs_own_config_and_refuses_a_recipe_that_changes_it(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 200, "eval.num_questions": 0,
@@ -398,6 +406,7 @@ def test_a_full_disk_while_logging_leaves_no_half_line(tmp_path):
         read_jsonl(path)
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_damaged_state_files_and_adapters_outside_training(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 3, "checkpoint.every": 1})
@@ -417,6 +426,7 @@ def test_damaged_state_files_and_adapters_outside_training(tmp_path, tiny_model_
     assert len(lines) == 1 and "an adapter file is damaged" in lines[0] and "Traceback" not in err
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_plot_reads_a_half_written_log_and_refuses_an_empty_one(tmp_path, tiny_model_dir, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir)]) == 0

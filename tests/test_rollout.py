@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
@@ -53,6 +54,7 @@ def test_one_generate_call_per_layer_with_each_rows_adapter(tiny_model_dir):
         assert node_ids == [m.node_id for m in rows]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_micro_batches_bound_each_generate_call(tiny_model_dir):
     engine, task = make_engine(tiny_model_dir, micro_batch_size=4)
     calls = spy_generate(engine.agents)

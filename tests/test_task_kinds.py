@@ -219,6 +219,7 @@ def test_hugging_face_dataset_without_the_hub_fails_in_one_line(monkeypatch):
 # ---- every recipe of recipes/tasks trains from the command line ----------------------------
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes" / "tasks").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_task_recipe_trains_from_the_cli(recipe, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes name their data relative to the repository
     run_dir = tmp_path / "run"

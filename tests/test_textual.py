@@ -169,6 +169,7 @@ def textual_overrides(tiny_model_dir, tmp_path, **extra):
                                                                **extra}) + [VARYING_REWARD]
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_interleaved_textual_steps_log_their_decisions_and_resume(tiny_model_dir, tmp_path, monkeypatch):
     overrides = textual_overrides(tiny_model_dir, tmp_path, **{"textual.every": 1, "textual.top_k": 2})
     trainer = Trainer(load_config(RECIPE, overrides), tmp_path / "run")
@@ -184,6 +185,7 @@ def test_interleaved_textual_steps_log_their_decisions_and_resume(tiny_model_dir
     resumed.close()
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_text_alone_never_updates_the_adapters(tiny_model_dir, tmp_path):
     trainer = Trainer(load_config(RECIPE, textual_overrides(tiny_model_dir, tmp_path, **{"textual.only": "true"})),
                       tmp_path / "run")

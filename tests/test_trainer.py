@@ -49,6 +49,7 @@ def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tenso
     return {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
     for param in trainer.agents.parameters():  # non-zero B so every LoRA weight gets a gradient
@@ -64,6 +65,7 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
         assert torch.allclose(one_by_one[name], at_once[name], atol=1e-6, rtol=1e-4), name
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "algorithm.kl_coef=0.1")
     metrics = trainer.train_step(1)
@@ -71,6 +73,7 @@ def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
     assert metrics["train/rows_updated"] == 2 * 2 * 3  # KL needs every row, even zero-advantage ones
 
 
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_train_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", str(RECIPE), *tiny_overrides(tiny_model_dir, run_dir), "checkpoint.every=1",
@@ -152,6 +155,7 @@ def _shift_sampler(episodes, delta: float) -> None:
 
 
 @pytest.mark.parametrize("mode", ["truncate", "mask"])
+@pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_sampler_that_differs_from_the_trainer_is_measured_and_corrected(tiny_model_dir, tmp_path, mode):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
     for param in trainer.agents.parameters():

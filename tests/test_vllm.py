@@ -21,6 +21,8 @@ from neuromas.agents import Agents
 from neuromas.config import load_config
 from neuromas.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # each test starts a vLLM engine (about a minute)
+
 TESTS = Path(__file__).parent
 RECIPE = TESTS / "recipe.yaml"
 VARYING_REWARD = "task.reward=helpers:text_parity_reward"
