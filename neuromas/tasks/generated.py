@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import random
 from functools import cached_property
+from typing import Callable
 
 from neuromas.tasks.sample import Sample
+
+
+def distinct_splits(num_test: int, draw: Callable[[str], Callable[[str], Sample]]) -> dict[str, list[Sample]]:
+    """Test, then validation: `num_test` distinct questions each, disjoint from each other.
+    `draw(split)` starts that split's own stream: a function from a sample id to its next sample."""
+    seen: set[str] = set()
+    splits = {}
+    for split in ("test", "validation"):
+        next_sample, samples = draw(split), []
+        # Small spaces (depth 1, max 3) may hold fewer distinct questions than asked for.
+        for _ in range(num_test * 50):
+            sample = next_sample(f"{split}-{len(samples)}")
+            if sample.question not in seen:
+                seen.add(sample.question)
+                samples.append(sample)
+                if len(samples) == num_test:
+                    break
+        splits[split] = samples
+    return splits
 
 
 class GeneratedSource:
@@ -37,22 +57,10 @@ class GeneratedSource:
 
     @cached_property
     def _splits(self) -> dict[str, list[Sample]]:
-        """Test, then validation: each `num_test` distinct questions, disjoint from each other."""
-        seen: set[str] = set()
-        splits = {}
-        for split in ("test", "validation"):
+        def draw(split: str):
             rng = random.Random(f"{self.kind}-{split}-{self.seed}")
-            samples = []
-            # Small spaces (depth 1, max 3) may hold fewer distinct questions than asked for.
-            for _ in range(self.num_test * 50):
-                sample = self._sample(rng, f"{split}-{len(samples)}")
-                if sample.question not in seen:
-                    seen.add(sample.question)
-                    samples.append(sample)
-                    if len(samples) == self.num_test:
-                        break
-            splits[split] = samples
-        return splits
+            return lambda sample_id: self._sample(rng, sample_id)
+        return distinct_splits(self.num_test, draw)
 
     @cached_property
     def _test_questions(self) -> set[str]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 from functools import cached_property
 
 from neuromas.errors import ConfigError
+from neuromas.tasks.generated import distinct_splits
 from neuromas.tasks.rewards import last_boxed
 from neuromas.tasks.sample import Sample
 
@@ -62,20 +64,10 @@ class ReasoningGymSource:
 
     @cached_property
     def _splits(self) -> dict[str, list[Sample]]:
-        """Test, then validation: `num_test` distinct questions each, disjoint from each other."""
-        seen: set[str] = set()
-        splits = {}
-        for split in ("test", "validation"):
-            dataset, samples = self._dataset(split), []
-            for index in range(self.num_test * 50):  # small spaces may hold fewer distinct questions
-                sample = self._sample(dataset[index], f"{split}-{len(samples)}")
-                if sample.question not in seen:
-                    seen.add(sample.question)
-                    samples.append(sample)
-                    if len(samples) == self.num_test:
-                        break
-            splits[split] = samples
-        return splits
+        def draw(split: str):
+            dataset, index = self._dataset(split), itertools.count()
+            return lambda sample_id: self._sample(dataset[next(index)], sample_id)
+        return distinct_splits(self.num_test, draw)
 
     def test_samples(self) -> list[Sample]:
         return self._splits["test"]
