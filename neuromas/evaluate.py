@@ -76,11 +76,11 @@ def evaluate(request: EvalRequest) -> dict:
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
               "note": note, "question_ids": [q.id for q in questions], **compute(system.topology, cfg.rollout)}
-    kept: dict[str, list[dict]] = {}
-    metrics = {"greedy_accuracy": _greedy(engine, system, task, questions, kept=kept, keep=request.transcripts)}
+    runs = {"real": _greedy(engine, system, task, questions, keep=request.transcripts)}
     for name, ablation in ablations(system.topology, request.messages, request.per_node).items():
-        metrics[f"greedy_accuracy_{name}"] = _greedy(engine, system, task, questions, ablation, name, kept,
-                                                     request.transcripts)
+        runs[name] = _greedy(engine, system, task, questions, ablation, name, request.transcripts)
+    metrics = {"greedy_accuracy" if name == "real" else f"greedy_accuracy_{name}": Accuracy.of(r.correct[:, 0].tolist())
+               for name, r in runs.items()}
     if request.vote:
         metrics[f"vote@{request.vote}"] = _majority_vote(engine, system, task, questions, request.vote, cfg.train.seed)
     if request.samples > 1:
@@ -92,7 +92,9 @@ def evaluate(request: EvalRequest) -> dict:
     result["real_minus_ablated"] = {name[len("greedy_accuracy_"):]: paired_difference(accuracy,
                                                                                      metrics["greedy_accuracy"]).to_dict()
                                     for name, accuracy in metrics.items() if name.startswith("greedy_accuracy_")}
-    result["transcripts"] = kept
+    result["answers_changed"] = {name: answers_changed(runs["real"].answers, r.answers)
+                                 for name, r in runs.items() if name != "real"}
+    result["transcripts"] = {name: r.transcripts for name, r in runs.items()}
     return result
 
 
@@ -145,60 +147,79 @@ def _single_agent(agents: Agents, cfg: Config, system_params: int) -> tuple[Syst
     return System(single, topology), note
 
 
+@dataclass
+class Graded:
+    """What an evaluation of some questions gave: which rollouts were right, the answer each one
+    holds (the task's vote key: what changes when the messages do), and a few full transcripts."""
+
+    correct: torch.Tensor  # [Q, k] bool: a reward of at least 1
+    answers: list  # [Q * k] the answer each rollout holds (None: none)
+    transcripts: list[dict]
+
+    @classmethod
+    def join(cls, parts: list["Graded"]) -> "Graded":
+        return cls(torch.cat([p.correct for p in parts]), [a for p in parts for a in p.answers],
+                   [t for p in parts for t in p.transcripts])
+
+
 @torch.no_grad()
 def graded(engine: RolloutEngine, system: System, task, questions, k: int = 1, greedy: bool = True,
-           ablation: Ablation | None = None, keep: int = 0) -> tuple[torch.Tensor, list[dict]]:
-    """[Q, k] bool: which of k rollouts per question were correct (a reward of at least 1), and
-    the full transcripts of the first `keep` episodes. The one definition of "correct" for the
-    trainer's evaluations and `neuromas eval`."""
+           ablation: Ablation | None = None, keep: int = 0) -> Graded:
+    """k rollouts per question, scored: the one definition of "correct" (a reward of at least 1)
+    for the trainer's evaluations and `neuromas eval`, with the full transcripts of the first
+    `keep` episodes."""
     episodes = engine.run(system, questions, samples_per_question=k, greedy=greedy, ablation=ablation)
-    rewards = task.score(episodes.answers(), episodes.samples)
-    return (rewards >= 1.0).view(-1, k), transcripts(episodes, rewards, keep)
+    answers = episodes.answers()
+    rewards = task.score(answers, episodes.samples)
+    keys = [None if (held := task.vote(a)) is None else held[0] for a in answers]
+    return Graded((rewards >= 1.0).view(-1, k), keys, transcripts(episodes, rewards, keep))
 
 
 def correct_answers(engine: RolloutEngine, system: System, task, questions, k: int = 1,
                     greedy: bool = True) -> torch.Tensor:
-    """[Q, k] bool: `graded` without transcripts."""
-    return graded(engine, system, task, questions, k, greedy)[0]
+    """[Q, k] bool: which rollouts were correct (`graded`, without the rest)."""
+    return graded(engine, system, task, questions, k, greedy).correct
 
 
 def evaluate_over_ranks(engine: RolloutEngine, system: System, task, questions, world, keep: int = 0,
-                        ablation: Ablation | None = None) -> tuple[Accuracy, list[dict]]:
+                        ablation: Ablation | None = None) -> tuple[Accuracy, list, list[dict]]:
     """Greedy accuracy on `questions`, shared out over the ranks of `world` (every rank gets the
-    result), and the transcripts of this rank's first `keep` questions."""
+    result), every question's answer (in question order), and the transcripts of this rank's
+    first `keep` questions."""
     mine = questions[world.rank::world.size]
-    correct, rows = graded(engine, system, task, mine, ablation=ablation, keep=keep) if mine else (torch.zeros(0, 1),
-                                                                                                   [])
-    per_rank = world.gather(correct.view(-1).tolist())
-    return Accuracy.of(per_rank[i % world.size][i // world.size] for i in range(len(questions))), rows
+    result = graded(engine, system, task, mine, ablation=ablation, keep=keep) if mine else \
+        Graded(torch.zeros(0, 1, dtype=torch.bool), [], [])
+    per_rank = world.gather((result.correct.view(-1).tolist(), result.answers))
+    in_order = [(per_rank[i % world.size][0][i // world.size], per_rank[i % world.size][1][i // world.size])
+                for i in range(len(questions))]
+    return Accuracy.of(c for c, _ in in_order), [a for _, a in in_order], result.transcripts
 
 
 def accuracy_over_ranks(engine: RolloutEngine, system: System, task, questions, world) -> Accuracy:
     return evaluate_over_ranks(engine, system, task, questions, world)[0]
 
 
-def _correct(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str,
-             ablation: Ablation | None = None, kept: list[dict] | None = None, keep: int = 0) -> torch.Tensor:
+def answers_changed(real: list, ablated: list) -> float:
+    """The share of questions whose answer differs between two evaluations: how much the answers
+    depend on what the nodes read, whether or not they are right (0: the messages are ignored)."""
+    return sum(a != b for a, b in zip(real, ablated, strict=True)) / len(real) if real else 0.0
+
+
+def _graded_in_chunks(engine: RolloutEngine, system: System, task, questions, k: int, greedy: bool, desc: str,
+                      ablation: Ablation | None = None, keep: int = 0) -> Graded:
     """`graded` in chunks of the rollout micro-batch (at least 2 questions, so that a shuffled
-    message comes from another question), with a progress bar; transcripts go to `kept`."""
-    chunk = max(2, engine.cfg.micro_batch_size // k)
-    out = []
+    message comes from another question), with a progress bar on a terminal."""
+    chunk, parts = max(2, engine.cfg.micro_batch_size // k), []
     for start in tqdm(range(0, len(questions), chunk), desc=desc, unit="chunk", dynamic_ncols=True, disable=None):
-        correct, rows = graded(engine, system, task, questions[start:start + chunk], k, greedy, ablation,
-                               keep - len(kept) if kept is not None else 0)
-        out.append(correct)
-        if kept is not None:
-            kept.extend(rows)
-    return torch.cat(out)
+        kept = sum(len(p.transcripts) for p in parts)
+        parts.append(graded(engine, system, task, questions[start:start + chunk], k, greedy, ablation, keep - kept))
+    return Graded.join(parts)
 
 
 def _greedy(engine: RolloutEngine, system: System, task, questions, ablation: Ablation | None = None,
-            name: str = "real", kept: dict[str, list[dict]] | None = None, keep: int = 0) -> Accuracy:
-    rows: list[dict] = []
-    correct = _correct(engine, system, task, questions, 1, True, f"eval greedy ({name} messages)", ablation, rows, keep)
-    if kept is not None:
-        kept[name] = rows
-    return Accuracy.of(correct[:, 0].tolist())
+            name: str = "real", keep: int = 0) -> Graded:
+    return _graded_in_chunks(engine, system, task, questions, 1, True, f"eval greedy ({name} messages)", ablation,
+                             keep)
 
 
 @torch.no_grad()
@@ -219,7 +240,8 @@ def _majority_vote(engine: RolloutEngine, system: System, task, questions, k: in
 
 def _pass_at_k(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:
     torch.manual_seed(seed)
-    return Accuracy.of(_correct(engine, system, task, questions, k, False, f"eval pass@{k}").any(dim=1).tolist())
+    graded_k = _graded_in_chunks(engine, system, task, questions, k, False, f"eval pass@{k}")
+    return Accuracy.of(graded_k.correct.any(dim=1).tolist())
 
 
 def format_table(result: dict) -> str:
@@ -228,6 +250,8 @@ def format_table(result: dict) -> str:
     rows += [(_label(k), str(Accuracy.of(result[f"{k}_correct"]))) for k in _accuracy_names(result)]
     rows += [(f"real - {name.replace('_', ' ')}", str(PairedDifference(**diff)))
              for name, diff in result.get("real_minus_ablated", {}).items()]
+    rows += [(f"answers changed, {name.replace('_', ' ')}", f"{share:.3f} of {result['num_questions']} questions")
+             for name, share in result.get("answers_changed", {}).items()]
     return _rows(rows)
 
 

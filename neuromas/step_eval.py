@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuromas.config import EvalConfig
-from neuromas.evaluate import evaluate_over_ranks
+from neuromas.evaluate import answers_changed, evaluate_over_ranks
 from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import paired_difference
 from neuromas.system import System
@@ -28,22 +28,23 @@ class StepEvaluator:
         questions = self.task.test[:self.cfg.num_questions]
         if not questions:
             return
-        accuracy, rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
-                                             self.cfg.transcripts)
+        accuracy, answers, rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
+                                                      self.cfg.transcripts)
         metrics = {"eval/accuracy": accuracy.mean, "eval/accuracy_se": accuracy.se,
                    "eval/num_questions": float(accuracy.n)}
         self.say(f"eval  step {step:>4} | accuracy {accuracy} on the test split (greedy)")
         read = [n for n in system.topology.node_ids if n not in system.topology.answer_ids]
         ablated: dict = {}
         for mode in self.cfg.ablations if read else ():
-            ablated[mode], ablated_rows = evaluate_over_ranks(self.engine, system, self.task, questions, self.world,
-                                                              self.cfg.transcripts, Ablation(mode))
-            real_minus = paired_difference(ablated[mode], accuracy)
+            ablated[mode], ablated_answers, ablated_rows = evaluate_over_ranks(
+                self.engine, system, self.task, questions, self.world, self.cfg.transcripts, Ablation(mode))
+            real_minus, changed = paired_difference(ablated[mode], accuracy), answers_changed(answers, ablated_answers)
             metrics.update({f"eval/accuracy_{mode}": ablated[mode].mean,
                             f"eval/real_minus_{mode}": real_minus.difference,
-                            f"eval/real_minus_{mode}_se": real_minus.se})
+                            f"eval/real_minus_{mode}_se": real_minus.se, f"eval/changed_{mode}": changed})
             rows += [{**row, "messages_read": mode} for row in ablated_rows]
-            self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated[mode]}; real - {mode}: {real_minus}")
+            self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated[mode]}; real - {mode}: {real_minus}; "
+                     f"answers changed: {changed:.3f}")
         self.tracker.log(metrics, step)
         if not self.world.main:
             return

@@ -70,8 +70,9 @@ def test_eval_message_ablations_print_real_minus_ablated_per_node(tiny_run, caps
         ablated, diff = result[f"greedy_accuracy_{name}"], result["real_minus_ablated"][name]
         assert diff["difference"] == pytest.approx(result["greedy_accuracy"] - ablated) and diff["n"] == 3
     assert len(result["transcripts"]["real"]) == 3 and set(result["transcripts"]) == {"real", *names}
+    assert set(result["answers_changed"]) == names and all(0 <= v <= 1 for v in result["answers_changed"].values())
     text = capsys.readouterr().out
-    assert "greedy, L0N1 shuffled" in text and "real - shuffled L0N1" in text
+    assert "greedy, L0N1 shuffled" in text and "real - shuffled L0N1" in text and "answers changed, empty L0N0" in text
 
 
 @pytest.mark.slow  # about 10 s or more on 2 cores

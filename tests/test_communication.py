@@ -10,7 +10,7 @@ import torch
 from neuromas.agents import Generation
 from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
 from neuromas.errors import ConfigError
-from neuromas.evaluate import ablations, graded
+from neuromas.evaluate import ablations, answers_changed, graded
 from neuromas.metrics import part_metrics
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Ablation, RolloutEngine
@@ -108,17 +108,20 @@ def test_first_layer_messages_are_scored_for_their_own_part(tiny_model_dir):
 def test_ablations_tell_a_sink_that_reads_its_messages_from_one_that_ignores_them(tiny_model_dir, reads):
     engine, system, _ = scripted_system(tiny_model_dir, reads)
     task, questions = split_task(), split_task().test
-    real, rows = graded(engine, system, task, questions, keep=2)
-    shuffled, _ = graded(engine, system, task, questions, ablation=Ablation("shuffled"))
-    empty, _ = graded(engine, system, task, questions, ablation=Ablation("empty"))
-    one, _ = graded(engine, system, task, questions, ablation=Ablation("shuffled", frozenset({"L0N1"})))
-    real, shuffled, empty, one = (c.float().mean().item() for c in (real, shuffled, empty, one))
+    real = graded(engine, system, task, questions, keep=2)
+    shuffled = graded(engine, system, task, questions, ablation=Ablation("shuffled"))
+    empty = graded(engine, system, task, questions, ablation=Ablation("empty"))
+    one = graded(engine, system, task, questions, ablation=Ablation("shuffled", frozenset({"L0N1"})))
+    accuracy = [g.correct.float().mean().item() for g in (real, shuffled, empty, one)]
+    changed = [answers_changed(real.answers, g.answers) for g in (shuffled, empty, one)]
     if reads:
-        assert real == 1.0 and empty == 0.0 and shuffled < 0.3 and one < 0.3
+        assert accuracy[0] == 1.0 and accuracy[2] == 0.0 and accuracy[1] < 0.3 and accuracy[3] < 0.3
+        assert min(changed) > 0.7  # the answers follow the messages
+        rows = real.transcripts
         assert rows[0]["answer"] == f"\\boxed{{{questions[0].answer}}}" and set(rows[0]["messages"]) == {
             "L0N0", "L0N1", "L1N0"}
     else:
-        assert real == shuffled == empty == one  # real - shuffled = 0: the messages are not used
+        assert len(set(accuracy)) == 1 and changed == [0.0, 0.0, 0.0]  # the messages are not used
 
 
 def test_a_shuffled_message_comes_from_the_next_question_of_the_batch(tiny_model_dir):
@@ -227,3 +230,29 @@ def test_split_lookup_shares_the_table_out_and_gives_the_answering_node_no_row()
         start = re.search(r"Start at (\w+)", sample.question).group(1)
         assert f"Start at {start}" in sample.view(1, 0, 2)
         assert task.reward(f"\\boxed{{{sample.answer}}}", sample) == 1.0
+
+
+def test_a_run_measures_its_message_use_at_every_evaluation(tiny_model_dir, tmp_path):
+    import json
+
+    from conftest import tiny_overrides
+    from neuromas.cli import main
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model_dir, run, **{"eval.ablations": "[empty,shuffled]", "eval.num_questions": 3,
+                                                        "train.steps": 1, "eval.transcripts": 2})
+    assert main(["train", "tests/recipe.yaml", *overrides]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 1]
+    for r in evals:
+        for mode in ("empty", "shuffled"):
+            assert r[f"eval/real_minus_{mode}"] == pytest.approx(r["eval/accuracy"] - r[f"eval/accuracy_{mode}"])
+            assert 0 <= r[f"eval/changed_{mode}"] <= 1
+    kept = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert set(kept[-1]["ablated"]) == {"empty", "shuffled"} and len(kept[-1]["ablated"]["empty"]) == 3
+    transcripts = [json.loads(line) for line in (run / "eval_transcripts.jsonl").read_text().splitlines()]
+    assert sorted({(t["step"], t["messages_read"]) for t in transcripts}) == [
+        (s, m) for s in (0, 1) for m in ("empty", "real", "shuffled")]
+    shuffled = next(t for t in transcripts if t["messages_read"] == "shuffled")
+    assert set(shuffled["messages"]) == {"L0N0", "L0N1", "L1N0"}
