@@ -29,6 +29,8 @@ def load(run: Path) -> dict:
             "steps": last["step"], "ablated": {s: {mode: at[s].get(f"eval/accuracy_{mode}") for mode in MODES}
                                                for s in (first["step"], last["step"])},
             "ablated_after": {mode: Accuracy.of(c) for mode, c in last.get("ablated", {}).items()},
+            "changed": {s: {mode: at[s].get(f"eval/changed_{mode}") for mode in MODES}
+                        for s in (first["step"], last["step"])},
             "reward": [m["reward/mean"] for m in steps], "parts": parts, **json.loads((run / "wall.json").read_text())}
 
 
@@ -65,6 +67,15 @@ def report(data: Path, command: str) -> str:
             out.append(f"| {s} | {arm} | {r['steps']} | {_fmt(r['before'])} | {_fmt(r['after'])} | {cells[0]} | "
                        f"{cells[1]} | {parts} | {r['wall_s'] / 60:.1f} min | {r['load_before']:.1f} -> "
                        f"{r['load_after']:.1f} |")
+    measured = [s for s in seeds if views[s]["changed"][0]["shuffled"] is not None]
+    if measured:
+        out += ["", "Share of the questions whose answer changed when the messages were replaced (whether the "
+                "answering node reads them, right or wrong; measured from seed "
+                f"{measured[0]} on):", ""]
+        for s in measured:
+            r = views[s]
+            cells = [f"{mode} {r['changed'][step][mode]:.2f}" for step in (0, r["steps"]) for mode in MODES]
+            out.append(f"- seed {s}: step 0: {cells[0]}, {cells[1]}; trained: {cells[2]}, {cells[3]}")
     out += ["", "Over seeds (each seed's difference; the headline):", ""]
     for mode in MODES:
         diffs = [views[s]["after"].mean - views[s]["ablated"][views[s]["steps"]][mode] for s in seeds]
