@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
-import os
-import socket
+import importlib
 import sys
-import threading
 import warnings
-from pathlib import Path
 
-from neuromas import rundir
-from neuromas.config import load_config
-from neuromas.tasks import build_task
 from neuromas.errors import Interrupted, NeuromasError
 
 
@@ -108,246 +101,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train(args: argparse.Namespace) -> None:
-    overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
-    # Recipe, data and run-directory mistakes are answered before torch is imported.
-    resuming = False
-    if args.resume:
-        run_dir, resuming = rundir.resumed_run_dir(args.resume)
-        cfg = rundir.resume_config(args.recipe, overrides, run_dir)
-    else:
-        cfg = load_config(args.recipe, overrides)
-        run_dir = rundir.new_run_dir(cfg.name, cfg.tracking.run_dir)
-    check_topologies(cfg)
-    check_local_model(cfg.model.name)
-    task = build_task(cfg.task)
-    task.check_batch(cfg.train.questions_per_step)
-    if args.dry_run:
-        rundir.check_writable(run_dir)
-        return check_recipe(cfg, args.processes)
-    check_hub_model(cfg.model.name)  # not in a dry run: a GPU recipe is checked where its hub is out of reach
-    lock = rundir.lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
-    from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
-
-    trainer = Trainer(cfg, run_dir, task)
-    try:
-        if resuming:
-            trainer.resume()
-        run_dir, main = trainer.run_dir, trainer.world.main
-        if main:
-            processes = f" ({trainer.world.size} processes)" if trainer.world.size > 1 else ""
-            print(f"neuromas: run directory {run_dir}{processes}", file=sys.stderr)
-            print(trainer.topology.describe(), file=sys.stderr)
-        trainer.fit()
-    finally:
-        trainer.close()
-    if main:
-        print(f"neuromas: done; adapters in {run_dir / 'adapters'}, metrics in {run_dir / 'metrics.jsonl'}",
-              file=sys.stderr)
-
-
-def check_local_model(name: str) -> None:
-    """A model given as a local directory is checked before torch is imported; built-in names
-    and hub ids are checked when they load."""
-    path = Path(name).expanduser()
-    if not path.exists():
-        if path.is_absolute() or name.startswith((".", "~")):
-            raise NeuromasError(f"model.name: {name} does not exist")
-        return
-    config = path / "config.json"
-    if not config.is_file():
-        raise NeuromasError(f"model.name: {name} is a path but holds no config.json")
-    try:
-        json.loads(config.read_text())
-    except json.JSONDecodeError as e:
-        raise NeuromasError(f"model.name: {config} is not valid JSON (line {e.lineno})") from None
-
-
-def check_hub_model(name: str, timeout_s: float = 3.0) -> None:
-    """A hub id (owner/name) that is neither in the local hub cache nor reachable is answered in
-    one line, within `timeout_s` and before torch is imported, instead of a minute of download
-    retries. Local directories, built-in names and bare ids are left to the loader."""
-    if Path(name).expanduser().exists() or name.count("/") != 1:
-        return
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return  # in the local hub cache: the loader finds it offline
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        raise NeuromasError(f"model.name: {name!r} is not in the local hub cache, and HF_HUB_OFFLINE is set; give a "
-                            "local model directory, or unset HF_HUB_OFFLINE where the hub can be reached")
-    endpoint = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    address = (host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) if ":" in host else \
-        (host, 80 if endpoint.startswith("http:") else 443)
-    reached: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection(address, timeout=timeout_s).close()
-            reached.append(True)
-        except OSError:
-            pass
-    probe = threading.Thread(target=connect, daemon=True)  # name resolution ignores socket timeouts
-    probe.start()
-    probe.join(timeout_s)
-    if not reached:
-        raise NeuromasError(f"model.name: {name!r} is not in the local hub cache and the hub ({host}) cannot be "
-                            "reached; give a local model directory, or the built-in smollm2-135m-instruct")
-
-
-def check_topologies(cfg) -> None:
-    """Every stage's graph is valid (a light check: no model, no torch)."""
-    from neuromas.topology import Topology
-
-    for stage in cfg.stages():
-        Topology.from_config(stage.topology)
-
-
-def check_recipe(cfg, processes: int = 1) -> None:
-    """What can fail before any model loads: stage topologies, task data, the DeepSpeed config,
-    and, for a launch of `processes` processes, the batch split and what one process must do."""
-    from neuromas.distributed import World
-    from neuromas.optim import resolve_deepspeed_config
-
-    if processes < 1:
-        raise NeuromasError(f"--processes: must be at least 1, got {processes}")
-    World(0, processes).shard(list(range(cfg.train.questions_per_step)))
-    if processes > 1 and (cfg.textual.every or cfg.textual.only):
-        raise NeuromasError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
-    if cfg.distributed.deepspeed:
-        resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
-    print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.train.steps} steps)",
-          file=sys.stderr)
-
-
-def grow(args: argparse.Namespace) -> None:
-    try:
-        widths = [int(w) for w in args.widths.split(",")]
-    except ValueError:
-        raise NeuromasError(f"--widths: expected numbers like 4,2,1, got {args.widths!r}") from None
-    rundir.saved_system(args.source)
-    from neuromas.surgery import grow_saved_system  # heavy imports only when needed
-
-    out = grow_saved_system(Path(args.source), widths, args.init, args.connectivity, args.noise, args.gate_steps,
-                            Path(args.out) if args.out else None)
-    print(f"neuromas: grown system in {out}; train it with: neuromas train {out / 'config.yaml'}", file=sys.stderr)
-
-
-def evaluate(args: argparse.Namespace) -> None:
-    if args.samples < 1 or (args.questions is not None and args.questions < 1):
-        raise NeuromasError("--samples and --questions must be at least 1")
-    if len(args.sources) > 2:
-        raise NeuromasError(f"eval takes one system, or two to compare; got {len(args.sources)}")
-    sources = [Path(s) for s in args.sources]
-    if args.against and len(sources) > 1:
-        raise NeuromasError("--against compares one system with its baseline; give one RUN_OR_CHECKPOINT")
-    messages = tuple(m.strip() for m in args.messages.split(",")) if args.messages else ()
-    unknown = [m for m in messages if m not in ("empty", "shuffled")]
-    if unknown or (args.per_node and not messages):
-        raise NeuromasError(f"--messages: expected empty and/or shuffled, got {args.messages!r}" if unknown else
-                            "--per-node: give the ablations with --messages empty|shuffled")
-    if args.baseline and args.against not in ("vote", "tokens"):
-        raise NeuromasError("--baseline: only with --against vote or --against tokens")
-    for source in [*sources, *([args.baseline] if args.baseline else [])]:
-        rundir.saved_system(source)  # before torch is imported: a mistake is answered at once
-    from neuromas.evaluate import EvalRequest, compare, evaluate, format_comparison, format_table, write_result
-
-    requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent, messages,
-                            args.per_node) for s in sources]
-    results = [evaluate(request) for request in requests]
-    pairs = None
-    if args.against:  # the baseline first: it is A
-        baseline, pairs = baseline_request(args, results[0])
-        results, sources = [evaluate(baseline), *results], [sources[0], *sources]
-    name = f"{args.split}-{args.against or results[0]['system']}.json"
-    if len(results) == 1:
-        out, text, data = rundir.result_path(sources[0], f"eval-{name}"), format_table(results[0]), results[0]
-    else:
-        paired = compare(*results, pairs)
-        out, text = rundir.result_path(sources[0], f"compare-{name}"), format_comparison(*results, paired)
-        data = {"a": results[0], "b": results[1], "b_minus_a": {k: d.to_dict() for k, d in paired.items()}}
-    out = Path(args.out) if args.out else out
-    write_result(data, out)
-    print(text)
-    print(f"neuromas: result in {out}", file=sys.stderr)
-
-
-def baseline_request(args: argparse.Namespace, system: dict):
-    """The baseline `--against` names for the evaluated `system` (its result), and which accuracies
-    to pair (None: those of the same name)."""
-    from neuromas.evaluate import EvalRequest
-
-    node = Path(args.baseline) if args.baseline else Path(args.sources[0])
-    trained = "trained" if args.baseline else "untrained"
-    if args.baseline:
-        from neuromas import checkpoint as ckpt
-
-        widths = ckpt.read_state(ckpt.find_system(node)[0])["topology"]["widths"]
-        if widths != [1]:
-            raise NeuromasError(f"--baseline: {node} is a {widths} system; a compute-matched baseline is one node")
-    common = dict(source=node, split=args.split, num_questions=args.questions)
-    if args.against == "vote":
-        k = system["num_calls"]
-        return EvalRequest(**common, system=trained, single_agent=not args.baseline, vote=k), \
-            [(f"vote@{k}", "greedy_accuracy")]
-    if args.against == "tokens":
-        return EvalRequest(**common, system=trained, single_agent=not args.baseline,
-                           max_new_tokens=system["token_budget"]), None
-    return EvalRequest(**common, samples=args.samples, system="untrained",
-                       single_agent=args.against == "single-agent"), None
-
-
-def show(args: argparse.Namespace) -> None:
-    source = Path(args.source)
-    if not source.exists():
-        raise NeuromasError(f"{source} does not exist")
-    if args.transcripts:
-        from neuromas.transcripts import format_transcript, read_transcripts
-
-        print("\n\n".join(map(format_transcript, read_transcripts(source, args.step, args.question, args.training))))
-        return
-    from neuromas.pictures import draw_topology, topology_of
-
-    topology, texts = topology_of(source)
-    # Never into the source tree: a recipe's picture goes to the working directory, a run's into the run.
-    out = Path(args.out) if args.out else Path("topology.png") if source.is_file() else source / "topology.png"
-    if out.suffix not in (".png", ".svg"):
-        raise NeuromasError(f"--out: {out} must end in .png or .svg")
-    print(topology.describe())
-    for node_id, text in texts.items():
-        print(f"{node_id} text: {text}")
-    draw_topology(topology, out)
-    print(f"neuromas: picture in {out}", file=sys.stderr)
-
-
-def attribute(args: argparse.Namespace) -> None:
-    source = Path(args.source)
-    out = Path(args.out) if args.out else rundir.result_path(source, "attribution.png")
-    if out.suffix not in (".png", ".svg"):
-        raise NeuromasError(f"--out: {out} must end in .png or .svg")
-    if args.questions < 1:
-        raise NeuromasError("--questions must be at least 1")
-    rundir.saved_system(source)
-    from neuromas.attribute import attribute as run_report, draw_report, format_report  # heavy imports
-
-    report = run_report(source, args.questions, args.split, args.agg, args.objective)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    draw_report(report, out)
-    print(format_report(report))
-    print(f"neuromas: picture in {out}, data in {out.with_suffix('.json')}", file=sys.stderr)
-
-
-def plot(args: argparse.Namespace) -> None:
-    from neuromas.pictures import plot_runs
-
-    runs = [Path(r) for r in args.runs]
-    out = Path(args.out) if args.out else runs[0] / "curves.png"
-    plot_runs(runs, out)
-    print(f"neuromas: curves in {out}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -361,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     # Raised inside peft on every adapter; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        {"train": train, "grow": grow, "eval": evaluate, "show": show, "plot": plot,
-         "attribute": attribute}[args.command](args)
+        importlib.import_module(f"neuromas.commands.{args.command}").run(args)
     except NeuromasError as e:
         print(f"neuromas: error: {e}", file=sys.stderr)
         return 2
@@ -395,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 def broken_torch_extensions() -> list[str]:
     """torchvision, torchaudio or torchcodec present but failing to import; transformers then
     fails on its first model import. Checked only after an import error (importing them is slow)."""
-    import importlib
     import importlib.util
 
     broken = []

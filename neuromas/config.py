@@ -152,10 +152,11 @@ class TaskConfig:
     # task.generator_config; scored by the generator's own checker; pip install 'neuromas[reasoning-gym]').
     name: str = "arithmetic"
     # auto (the kind's own) | exact_match | boxed_match | math_match | choice_match | lookup_match | countdown_match
-    # | yes_no_match | code_tests | "pkg.module:function"
+    # | yes_no_match | yes_no_boxed | code_tests | "pkg.module:function"
     reward: str = "auto"
-    # exact_match: how the answer is read. last_number: the last \boxed{}, else the last number in the
-    # reply (an echoed operand or a cut-off reply can score); boxed: only a \boxed{} (boxed_match).
+    # exact_match and yes_no_match: how the answer is read. last_number: the last \boxed{}, else the last
+    # number (Yes/No) in the reply, so an echoed operand or a cut-off reply can score; boxed: only a
+    # \boxed{} (boxed_match, yes_no_boxed).
     extract: str = "last_number"
     answer_format: str = "auto"  # told to the answering node; auto: the kind's own
     format_weight: float = 0.0  # reward += format_weight when the answer is in the required form

@@ -32,6 +32,7 @@ import torch
 from neuromas.agents import Agents
 from neuromas.algorithms import (ADVANTAGES, KL_ESTIMATORS, reinforce_advantages, rloo_advantages, shape_rewards,
                                  update_baseline)
+from neuromas.attribution import attribution_weights, input_scores, normalise_shares
 from neuromas.config import AlgorithmConfig
 from neuromas.rollout import Branch, Episodes
 from neuromas.topology import Topology
@@ -157,37 +158,9 @@ def cutoff_advantages(episodes: Episodes, node_ids: list[str], samples_per_quest
 def attribution_shares(agents, episodes: Episodes, cfg: AlgorithmConfig, temperature: float,
                        micro_batch_size: int) -> dict[tuple[int, str], dict[str, float]]:
     """(episode, node) -> {upstream node: share}, shares of one reader summing to 1."""
-    readers = [m for m in episodes.messages if m.input_spans and m.episode < episodes.num_regular]
-    shares = {}
-    for start in range(0, len(readers), micro_batch_size):
-        chunk = readers[start:start + micro_batch_size]
-        scores = agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
-                                       [m.node_id for m in chunk], [m.input_spans for m in chunk],
-                                       cfg.attribution_agg, temperature, cfg.attribution_objective)
-        for m, score in zip(chunk, scores):
-            shares[m.episode, m.node_id] = normalise_shares(score, cfg.attribution_top_k)
-    return shares
-
-
-def normalise_shares(scores: dict[str, float], top_k: int | None) -> dict[str, float]:
-    """Scores -> shares summing to 1 over the top-k inputs (equal shares when all are 0). A
-    negative score (signed gradient x input) counts as 0."""
-    scores = {k: max(v, 0.0) for k, v in scores.items()}
-    kept = sorted(scores, key=scores.get, reverse=True)[:top_k] if top_k else list(scores)
-    total = sum(scores[k] for k in kept)
-    return {k: (scores[k] / total if total > 0 else 1 / len(kept)) if k in kept else 0.0 for k in scores}
-
-
-def attribution_weights(answer_ids: list[str], order: list[str],
-                        shares: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Weights of one episode's nodes: each answering node (the sink) 1; any other node the sum
-    over its readers of reader weight x the share the reader gave it. `order`: the episode's
-    nodes, layer by layer."""
-    weights = {node: float(node in answer_ids) for node in order}
-    for reader in reversed(order):
-        for src, share in shares.get(reader, {}).items():
-            weights[src] += weights[reader] * share
-    return weights
+    scores = input_scores(agents, episodes, range(episodes.num_regular), cfg.attribution_agg,
+                          cfg.attribution_objective, temperature, micro_batch_size)
+    return {key: normalise_shares(score, cfg.attribution_top_k) for key, score in scores.items()}
 
 
 def _attribution(out: torch.Tensor, episodes: Episodes, shares, node_ids: list[str], widths: dict[str, int]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuromas.config import EvalConfig
-from neuromas.evaluate import answers_changed, evaluate_over_ranks
+from neuromas.accuracy import answers_changed, evaluate_over_ranks
 from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import paired_difference
 from neuromas.system import System

@@ -33,7 +33,7 @@ import torch
 
 from neuromas.agents import BASE, Agents
 from neuromas.aggregation import AGGREGATIONS
-from neuromas.attribute import failing_episodes
+from neuromas.attribution import failing_episodes
 from neuromas.config import AgentsConfig, LoraSettings, ModelConfig, TextualConfig
 from neuromas.errors import ConfigError
 from neuromas.rollout import Episodes

@@ -19,11 +19,11 @@ from tqdm import tqdm
 from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
-from neuromas.attribute import failing_episodes, failure_shares, node_weights
+from neuromas.attribution import failing_episodes, failure_shares, node_weights
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
-from neuromas.evaluate import accuracy_over_ranks
+from neuromas.accuracy import accuracy_over_ranks
 from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config

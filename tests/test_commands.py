@@ -6,7 +6,7 @@ import pytest
 
 from conftest import tiny_overrides
 from neuromas.cli import main
-from neuromas.evaluate import single_agent_rank
+from neuromas.commands.evaluation import single_agent_rank
 from test_trainer import RECIPE
 
 
@@ -221,7 +221,7 @@ def test_eval_rejects_three_systems_and_against_with_two(tiny_run, capsys):
 
 
 def test_strongest_path_follows_the_largest_weight_back():
-    from neuromas.attribute import strongest_path
+    from neuromas.attribution import strongest_path
 
     shares = {"L2N0": {"L1N0": 0.3, "L1N1": 0.7}, "L1N1": {"L0N0": 0.5, "L0N1": 0.5}, "L1N0": {"L0N1": 1.0}}
     assert strongest_path("L2N0", shares) == ["L2N0", "L1N1", "L0N0"]  # a tie goes to the first listed

@@ -10,7 +10,8 @@ import torch
 from neuromas.agents import Generation
 from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
 from neuromas.errors import ConfigError
-from neuromas.evaluate import ablations, answers_changed, graded
+from neuromas.accuracy import answers_changed, graded
+from neuromas.commands.evaluation import ablations
 from neuromas.metrics import part_metrics
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Ablation, RolloutEngine
@@ -160,6 +161,16 @@ def test_boxed_extraction_refuses_the_last_number_fallback():
     assert boxed("so \\boxed{7}", sample) == 1.0
     with pytest.raises(ConfigError, match="task.extract"):
         TaskConfig(extract="first")
+
+
+def test_boxed_extraction_is_strict_for_yes_no_and_refused_where_it_has_no_meaning():
+    sample = Sample("q", "Do you return?", "No")
+    last = build_task(TaskConfig(name="navigate", depth=2)).reward
+    boxed = build_task(TaskConfig(name="navigate", depth=2, extract="boxed")).reward
+    assert last("Options: Yes, No. So no.", sample) == 1.0 and boxed("Options: Yes, No. So no.", sample) == 0.0
+    assert boxed("\\boxed{No}", sample) == 1.0 and boxed("\\boxed{Yes}", sample) == 0.0
+    with pytest.raises(ConfigError, match="task.extract: boxed"):
+        build_task(TaskConfig(name="lookup", depth=2, extract="boxed"))
 
 
 def test_a_sample_reads_as_a_mapping_in_a_reward():

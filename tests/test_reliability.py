@@ -236,7 +236,7 @@ def test_a_torch_extension_that_cannot_load_is_named_with_its_fix(tmp_path, monk
 
     def transformers_fails(args):
         raise ModuleNotFoundError("Could not import module 'BloomPreTrainedModel'")
-    monkeypatch.setattr("neuromas.cli.train", transformers_fails)
+    monkeypatch.setattr("neuromas.commands.train.run", transformers_fails)
     assert main(["train", "tests/recipe.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "torchvision" in err and "pip uninstall -y torchvision" in err

@@ -113,7 +113,7 @@ def test_reward_by_name_and_dotted_path():
         with pytest.raises(ConfigError, match="task.reward"):
             resolve_reward(bad, REWARDS)
     every = "exact_match, boxed_match, math_match, choice_match, lookup_match, countdown_match, yes_no_match, " \
-        "code_tests"
+        "yes_no_boxed, code_tests"
     with pytest.raises(ConfigError, match=every):  # the error lists every built-in
         resolve_reward("no_such_reward", REWARDS)
 

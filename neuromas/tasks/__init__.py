@@ -24,7 +24,7 @@ from neuromas.tasks.rewards import boxed_match, exact_match, resolve_reward
 from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.gym import ReasoningGymReward, ReasoningGymSource
-from neuromas.tasks.navigate import NavigateSource, yes_no_match, yes_no_vote
+from neuromas.tasks.navigate import NavigateSource, yes_no_boxed, yes_no_match, yes_no_vote
 from neuromas.tasks.split import SplitArithmeticSource, SplitLookupSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
@@ -66,7 +66,9 @@ KINDS = {
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
            "choice_match": choice_match, "lookup_match": lookup_match, "countdown_match": countdown_match,
-           "yes_no_match": yes_no_match, "code_tests": None, "reasoning_gym": None}
+           "yes_no_match": yes_no_match, "yes_no_boxed": yes_no_boxed, "code_tests": None, "reasoning_gym": None}
+# `task.extract: boxed`: the reward that reads only a \boxed{} answer, for each reward with a fallback.
+BOXED_ONLY = {"exact_match": "boxed_match", "yes_no_match": "yes_no_boxed"}
 
 
 @dataclass
@@ -174,8 +176,11 @@ def build_reward(cfg: TaskConfig, source=None) -> RewardFn:
     the task's source, for rewards built from it (reasoning_gym: the generator's own checker)."""
     kind = KINDS[cfg.name]
     name = kind.reward if cfg.reward == "auto" else cfg.reward
-    if name == "exact_match" and cfg.extract == "boxed":
-        name = "boxed_match"
+    if cfg.extract == "boxed" and name not in BOXED_ONLY.values():
+        if name not in BOXED_ONLY:
+            raise ConfigError(f"task.extract: boxed reads a \\boxed{{}} answer for {', '.join(BOXED_ONLY)}; "
+                              f"{name} reads its answer its own way (use extract: last_number)")
+        name = BOXED_ONLY[name]
     if name == "reasoning_gym":
         if not isinstance(source, ReasoningGymSource):
             raise ConfigError("task.reward: reasoning_gym scores a reasoning_gym task only")

@@ -114,6 +114,12 @@ def yes_no_match(completion: str, sample: Sample) -> float:
     return float(said.strip().strip(".").lower() == sample.answer.lower())
 
 
+def yes_no_boxed(completion: str, sample: Sample) -> float:
+    """1.0 only when the last \\boxed{} of the reply is the reference (`task.extract: boxed`)."""
+    boxed = last_boxed(completion)
+    return float(boxed is not None and boxed.strip().strip(".").lower() == sample.answer.lower())
+
+
 def yes_no_vote(text: str) -> tuple[str, str] | None:
     boxed = last_boxed(text)
     said = boxed if boxed is not None else (re.findall(r"\b(yes|no)\b", text.lower()) or [None])[-1]

@@ -1,17 +1,57 @@
-"""`neuromas show RUN --transcripts`: the full transcripts a run kept, printed to be read.
+"""`neuromas show SOURCE`: the topology of a recipe, run or checkpoint (text and a picture), or with
+`--transcripts` the full transcripts a run kept, printed to be read.
 
 Evaluations keep theirs in eval_transcripts.jsonl (`eval.transcripts` questions each, with every
 message ablation the run measured), training steps in transcripts.jsonl
-(`tracking.transcripts_every`). Reads plain JSON lines: no torch, no model.
-"""
+(`tracking.transcripts_every`). Reads plain JSON lines: no torch, no model."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 import textwrap
 from pathlib import Path
 
 from neuromas.errors import NeuromasError
+from neuromas.topology import Topology
 from neuromas.tracking import read_jsonl
+
+
+def run(args: argparse.Namespace) -> None:
+    source = Path(args.source)
+    if not source.exists():
+        raise NeuromasError(f"{source} does not exist")
+    if args.transcripts:
+        print("\n\n".join(map(format_transcript, read_transcripts(source, args.step, args.question, args.training))))
+        return
+    from neuromas.pictures import draw_topology
+
+    topology, texts = topology_of(source)
+    # Never into the source tree: a recipe's picture goes to the working directory, a run's into the run.
+    out = Path(args.out) if args.out else Path("topology.png") if source.is_file() else source / "topology.png"
+    if out.suffix not in (".png", ".svg"):
+        raise NeuromasError(f"--out: {out} must end in .png or .svg")
+    print(topology.describe())
+    for node_id, text in texts.items():
+        print(f"{node_id} text: {text}")
+    draw_topology(topology, out)
+    print(f"neuromas: picture in {out}", file=sys.stderr)
+
+
+def topology_of(source: Path) -> tuple[Topology, dict[str, str]]:
+    """The topology and node texts of a recipe (the system it ends with: its last growth stage's;
+    the texts it seeds), a run directory or a checkpoint."""
+    from neuromas import checkpoint as ckpt
+    from neuromas.config import load_config
+    from neuromas.system import recipe_texts
+
+    if source.is_file():
+        cfg = load_config(source)
+        topology = Topology.from_config(cfg.stages()[-1].topology)
+        return topology, recipe_texts(cfg.agents.texts, topology.node_ids)
+    system, _ = ckpt.find_system(source)
+    topology = Topology.from_dict(ckpt.read_state(system)["topology"])
+    return topology, ckpt.texts_from(system, topology.node_ids)
 
 
 def read_transcripts(run_dir: Path, step: int | None = None, question: str | None = None,

@@ -1,4 +1,5 @@
-"""`neuromas attribute RUN`: GBC/AgentChord's connection weights on a saved system's failures.
+"""The work of `neuromas attribute RUN` (commands/attribute.py): GBC/AgentChord's connection
+weights on a saved system's failures.
 
 The system answers the first N questions of a split greedily. For every failing episode, each
 node's inputs get a salience (the gradient of the node's objective with respect to the input
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from neuromas.credit import attribution_weights, normalise_shares
+from neuromas.attribution import failing_episodes, failure_shares, strongest_path
 from neuromas.errors import NeuromasError
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
@@ -25,56 +26,11 @@ from neuromas.system import load_system
 from neuromas.tasks import build_task
 
 
-def strongest_path(start: str, shares: dict[str, dict[str, float]]) -> list[str]:
-    """From `start`, follow each reader's strongest input (ties: the first listed) until a node
-    with no inputs: the path a failure is sent back along. `shares`: reader -> {input: weight}."""
-    path = [start]
-    while shares.get(path[-1]):
-        inputs = shares[path[-1]]
-        path.append(max(inputs, key=lambda src: (inputs[src], -list(inputs).index(src))))
-    return path
-
-
-def failing_episodes(rewards: torch.Tensor, num_regular: int) -> list[int]:
-    """The regular episodes whose reward falls short of correct (1)."""
-    return [e for e in range(num_regular) if rewards[e] < 1.0]
-
-
 @torch.no_grad()
 def _failing(engine: RolloutEngine, system, task, questions) -> tuple[Episodes, list[int], int]:
     episodes = engine.run(system, questions, samples_per_question=1, greedy=True)
     rewards = task.score(episodes.answers(), episodes.samples)
     return episodes, failing_episodes(rewards, len(questions)), len(questions)
-
-
-def failure_shares(agents, episodes: Episodes, failing: list[int], agg: str, objective: str, temperature: float,
-                   micro_batch_size: int) -> tuple[dict[int, dict[str, dict[str, float]]], dict[tuple[str, str], list]]:
-    """For each failing episode, reader -> {input: connection weight (a share)}; and the raw
-    saliences of each edge (source, reader) over those episodes."""
-    readers = [m for m in episodes.messages if m.input_spans and m.episode in failing]
-    shares: dict[int, dict[str, dict[str, float]]] = {e: {} for e in failing}
-    raw: dict[tuple[str, str], list[float]] = {}
-    for start in range(0, len(readers), micro_batch_size):
-        chunk = readers[start:start + micro_batch_size]
-        scores = agents.input_salience([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk],
-                                       [m.node_id for m in chunk], [m.input_spans for m in chunk], agg,
-                                       temperature, objective)
-        for m, score in zip(chunk, scores):
-            shares[m.episode][m.node_id] = normalise_shares(score, None)
-            for src, value in score.items():
-                raw.setdefault((src, m.node_id), []).append(value)
-    return shares, raw
-
-
-def node_weights(episodes: Episodes, shares: dict[int, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """Each node's connection weight to the answer, mean over the episodes of `shares`: the
-    answering nodes 1, any other the sum over its readers of reader weight x share."""
-    totals: dict[str, float] = {}
-    for e, by_reader in shares.items():
-        order = [m.node_id for m in episodes.messages if m.episode == e]
-        for node, weight in attribution_weights(episodes.answer_ids, order, by_reader).items():
-            totals[node] = totals.get(node, 0.0) + weight / len(shares)
-    return totals
 
 
 def attribute(source: Path, num_questions: int, split: str, agg: str, objective: str) -> dict:

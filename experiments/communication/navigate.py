@@ -1,0 +1,59 @@
+"""The paper's chain on BBH Navigate, at 135M on CPU: NeuroMAS-3 against the single agent.
+
+Per seed, both from the base model: NeuroMAS-3 (recipes/paper/protocol/neuromas-3.yaml, a chain
+[1, 1, 1] at rank 8 per node) and the single agent at the same trainable parameters
+(single-agent.yaml, one node at rank 24). Both evaluate greedily on the same 100 test questions
+before and after training; the chain also with its messages emptied and shuffled. Then the trained
+chain against its compute-matched baselines made from the trained single agent: a majority vote
+over 3 samples (the chain makes 3 calls) and one reply given the chain's whole token budget.
+Seeds vary the training question stream too (task.stream_seed). The hyperparameters are the
+protocol recipes' (lr from the arithmetic sweep); none was chosen on these test questions.
+
+    python -m experiments.communication.navigate --seeds 0 1 2     # trains what is missing, then reports
+    python -m experiments.communication.navigate --report           # the report from the kept data alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from experiments.runner import ROOT, neuromas, train
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "navigate"
+PROTOCOL = "recipes/paper/protocol"
+
+
+def run_seed(seed: int, out: Path, steps: int) -> None:
+    common = [f"train.seed={seed}", f"task.stream_seed={seed}", f"train.steps={steps}"]
+    chain = train(f"{PROTOCOL}/neuromas-3.yaml", out / f"chain-seed{seed}", DATA / f"chain-seed{seed}",
+                  *common, "eval.every=0", "eval.ablations=[empty,shuffled]")
+    single = train(f"{PROTOCOL}/single-agent.yaml", out / f"single-seed{seed}", DATA / f"single-seed{seed}",
+                   *common, "eval.every=0", "eval.ablations=[]")
+    for against in ("vote", "tokens"):
+        kept = DATA / f"chain-seed{seed}" / f"against-{against}.json"
+        if not kept.is_file():
+            made = out / f"chain-seed{seed}" / f"against-{against}.json"
+            neuromas("eval", str(chain), "--against", against, "--baseline", str(single), "--out", str(made))
+            shutil.copy(made, kept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=16, help="training steps of each arm")
+    parser.add_argument("--out", default="runs/navigate", help="where the runs are trained")
+    parser.add_argument("--report", action="store_true", help="only print the report from the kept data")
+    args = parser.parse_args()
+    if not args.report:
+        for seed in args.seeds:
+            run_seed(seed, ROOT / args.out, args.steps)
+    from experiments.communication.navigate_report import report
+
+    print(report(DATA, "python -m experiments.communication.navigate --seeds " + " ".join(map(str, args.seeds))))
+
+
+if __name__ == "__main__":
+    main()
