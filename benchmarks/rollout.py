@@ -271,7 +271,7 @@ def training_step(model: str, backend: str) -> dict[str, float]:
         trainer = Trainer(cfg, Path(run_dir))
         for step in (1, 2):
             trainer.train_step(step)
-        metrics = trainer.train_step(3)
+        metrics = trainer.train_step(3).metrics
         trainer.close()
         return metrics
 

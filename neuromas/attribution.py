@@ -82,6 +82,15 @@ def node_weights(episodes: Episodes, shares: dict[int, dict[str, dict[str, float
     return totals
 
 
+def failure_weights(agents, episodes: Episodes, rewards: torch.Tensor, agg: str, objective: str, temperature: float,
+                    micro_batch_size: int) -> dict[str, float]:
+    """Each node's connection weight to the answer, mean over the failing regular episodes (the
+    textual step's bandwidth, `textual.top_k`: the nodes most connected to the failures)."""
+    failing = failing_episodes(rewards, episodes.num_regular)
+    shares, _ = failure_shares(agents, episodes, failing, agg, objective, temperature, micro_batch_size)
+    return node_weights(episodes, shares)
+
+
 def strongest_path(start: str, shares: dict[str, dict[str, float]]) -> list[str]:
     """From `start`, follow each reader's strongest input (ties: the first listed) until a node
     with no inputs: the path a failure is sent back along. `shares`: reader -> {input: weight}."""

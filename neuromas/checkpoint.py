@@ -45,9 +45,11 @@ def write_atomically(target: Path, fill) -> Path:
     return target
 
 
-def rng_state() -> dict:
-    """This process's random number generator states."""
+def rng_state(sampler: torch.Generator | None = None) -> dict:
+    """This process's random number generator states, and a rollout backend's own `sampler`."""
     rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if sampler is not None:
+        rng["sampler"] = sampler.get_state()
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
@@ -208,8 +210,9 @@ def adapter_states_from(checkpoint: Path, node_ids: list[str]) -> dict[str, dict
     return states
 
 
-def restore_rng(checkpoint: Path, rank: int = 0) -> None:
-    """Restore the RNG states rank `rank` saved (rank 0's when the run had fewer ranks)."""
+def restore_rng(checkpoint: Path, rank: int = 0, sampler: torch.Generator | None = None) -> None:
+    """Restore the RNG states rank `rank` saved (rank 0's when the run had fewer ranks), and the
+    rollout backend's `sampler` where the checkpoint holds one."""
     rng = torch.load(checkpoint / "rng.pt", weights_only=False)
     ranks = rng.get("ranks", [rng])
     rng = ranks[rank] if rank < len(ranks) else ranks[0]
@@ -217,6 +220,8 @@ def restore_rng(checkpoint: Path, rank: int = 0) -> None:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
+    if sampler is not None and "sampler" in rng:
+        sampler.set_state(rng["sampler"])
 
 
 def optimizer_state_from(checkpoint: Path) -> dict:

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("sources", nargs="+", metavar="RUN_OR_CHECKPOINT", help="one system, or two to compare (A B)")
     ev.add_argument("--split", default="test", choices=["test", "validation"])
     ev.add_argument("--samples", type=int, default=1, metavar="K", help="also report pass@K (K sampled rollouts)")
+    ev.add_argument("--vote", type=int, default=0, metavar="K",
+                    help="also report vote@K: the majority answer of K sampled rollouts per question")
+    ev.add_argument("--max-new-tokens", type=int, metavar="N",
+                    help="every node's token limit for this evaluation (default: the recipe's)")
     ev.add_argument("--questions", type=int, metavar="N", help="only the first N questions of the split")
     ev.add_argument("--system", default="trained", choices=["trained", "untrained"],
                     help="untrained: the same topology with fresh adapters (the base model in every node)")

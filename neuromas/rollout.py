@@ -203,6 +203,12 @@ class RolloutEngine:
         plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
         return self.execute(system, plan, greedy, ablation)
 
+    @property
+    def sampler(self) -> torch.Generator | None:
+        """The serving backend's own sampling generator (its state decides a resumed run's samples),
+        None for the hf backend (which samples from torch's global generator)."""
+        return getattr(self.backend, "sampler", None)
+
     def sync_seconds(self) -> float | None:
         """Time the last rollout spent sending adapters to a serving backend (None: the hf backend)."""
         return None if self.backend is None else self.backend.last_sync_s

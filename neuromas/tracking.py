@@ -1,4 +1,6 @@
-"""Metrics out: ``metrics.jsonl`` in the run directory always, and wandb when asked for."""
+"""What a run writes besides checkpoints, all on rank 0 (`Tracker`; `NullTracker` on every other
+rank): metrics (``metrics.jsonl`` always, wandb when asked for), transcripts, textual steps,
+growth events, the topology picture, and their rewind when a run resumes."""
 
 from __future__ import annotations
 
@@ -65,12 +67,32 @@ class Tracker:
                      record["validation_after"], record["decision"]] for p in record["proposals"]]
             self._wandb.log({"textual/proposals": wandb.Table(columns=columns, data=rows)}, step=step)
 
+    def topology(self, topology, step: int) -> None:
+        """The system's graph as text (topology.txt) and as a picture (topology.png, and wandb)."""
+        from neuromas.pictures import draw_topology
+
+        (self.path.parent / "topology.txt").write_text(topology.describe() + "\n")
+        self.image("topology", draw_topology(topology, self.path.parent / "topology.png"), step)
+
+    def growth(self, step: int, stage: int, widths: list[int], init: str, plan) -> None:
+        """One growth event (a `growth.GrowthPlan` carried out) to growth.jsonl."""
+        with (self.path.parent / "growth.jsonl").open("a") as f:
+            append_line(f, json.dumps({"step": step, "stage": stage, "widths": widths, "init": init,
+                                       "old_to_new": plan.old_to_new, "new_nodes": plan.new_nodes,
+                                       "parents": plan.parents}))
+
     def truncate_after(self, step: int) -> None:
         """Forget lines logged after `step` (a resumed run logs those steps again)."""
         self._file.close()
         truncate_jsonl(self.path, step)
         truncate_jsonl(self.path.parent / "transcripts.jsonl", step)
         self._file = self.path.open("a")
+
+    def rewind(self, step: int, stage_closed: bool) -> None:
+        """Forget what a run resumed at `step` will write again: metrics and transcripts after it,
+        and the growth events, evaluations and textual steps (`rewind`)."""
+        self.truncate_after(step)
+        rewind(self.path.parent, step, stage_closed)
 
     def close(self) -> None:
         self._file.close()
@@ -89,7 +111,13 @@ class NullTracker:
 
     def textual(self, record: dict, step: int) -> None: ...
 
+    def topology(self, topology, step: int) -> None: ...
+
+    def growth(self, step: int, stage: int, widths: list[int], init: str, plan) -> None: ...
+
     def truncate_after(self, step: int) -> None: ...
+
+    def rewind(self, step: int, stage_closed: bool) -> None: ...
 
     def close(self) -> None: ...
 
@@ -137,13 +165,6 @@ def rewind(run_dir: Path, step: int, stage_closed: bool) -> None:
     truncate_jsonl(run_dir / "evals.jsonl", step)
     truncate_jsonl(run_dir / "eval_transcripts.jsonl", step)
     truncate_jsonl(run_dir / "textual.jsonl", step)
-
-
-def record_growth(path: Path, step: int, stage: int, widths: list[int], init: str, plan) -> None:
-    """Append one growth event (a `growth.GrowthPlan` carried out) to growth.jsonl."""
-    with path.open("a") as f:
-        f.write(json.dumps({"step": step, "stage": stage, "widths": widths, "init": init, "old_to_new": plan.old_to_new,
-                            "new_nodes": plan.new_nodes, "parents": plan.parents}) + "\n")
 
 
 def record_eval(path: Path, step: int, question_ids: list[str], accuracy: Accuracy,

@@ -10,7 +10,7 @@ stands (what a checkpoint holds).
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
-from neuromas.attribution import failing_episodes, failure_shares, node_weights
+from neuromas.attribution import failure_weights
 from neuromas.config import Config, StageConfig, save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
@@ -27,7 +27,6 @@ from neuromas.accuracy import accuracy_over_ranks
 from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
-from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
@@ -36,8 +35,18 @@ from neuromas.system import System, recipe_texts
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.textual import TextualOptimizer
-from neuromas.tracking import NullTracker, Tracker, record_growth, rewind
+from neuromas.tracking import NullTracker, Tracker
 from neuromas.update import PolicyUpdate
+
+
+@dataclass
+class StepResult:
+    """What one step made: its metrics, and the rollout and rewards they came from (which the
+    textual step and the kept transcripts read)."""
+
+    metrics: dict[str, float]
+    episodes: Episodes
+    rewards: torch.Tensor
 
 
 class Trainer:
@@ -48,7 +57,9 @@ class Trainer:
     the same adapters. Rank 0 alone logs, prints and writes files.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, task: Task | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, task: Task | None = None, resume: bool = False):
+        """Set up where the run starts: fresh, from `train.init_from`, or (`resume`) from the latest
+        checkpoint of `run_dir`. The system and its optimizer are built once, in that order."""
         self.cfg = cfg
         on_gpu = pick_device(cfg.model).type == "cuda"
         self.world = init_world(cfg.distributed.deepspeed is not None, on_gpu)
@@ -58,39 +69,63 @@ class Trainer:
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
         self.schedule = StageSchedule(cfg.stages(), cfg.growth)
-        topology = Topology.from_config(self.schedule.stages[0].topology)
         self.task = task or build_task(cfg.task)  # the CLI's, already checked
         self.task.check_batch(cfg.train.questions_per_step)
+        system = self._fresh_system()
+        if self.world.size > 1:  # ranks sample differently from here on
+            random.seed(cfg.train.seed + 7919 * self.world.rank)
+            torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
+        self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
+                                    build_generator(cfg, system.agents, cfg.train.seed + 7919 * self.world.rank),
+                                    self.task.vote)
+        self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
+        self.textual = self._textual_optimizer()
+        self.state = RunState()
+        start = ckpt.check_start(Path(cfg.train.init_from), system.topology.to_dict()) if cfg.train.init_from else None
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.tracker = Tracker(cfg.tracking, self.run_dir, cfg.name, to_dict(cfg))
+        else:
+            self.tracker = NullTracker()
+        self.evaluator = StepEvaluator(cfg.eval, self.engine, self.task, self.world, self.tracker, self.run_dir,
+                                       self._print)
+        self.system = system
+        if resume:
+            try:
+                self._resume(ckpt.latest_checkpoint(self.run_dir))
+            except BaseException:
+                self.close()  # the serving backend and process group, which the caller cannot reach yet
+                raise
+        else:  # another run's adapters (e.g. a hand-grown system), or the fresh ones
+            self._adopt(system.with_weights_from(start) if start is not None else system)
+
+    def _fresh_system(self) -> System:
+        """The first stage's system with fresh adapters (seeded: the same on every rank), after
+        checking that every node text the recipe gives belongs to a node of some stage."""
+        cfg = self.cfg
+        topology = Topology.from_config(self.schedule.stages[0].topology)
         all_ids = sorted({i for st in self.schedule.stages for i in Topology.from_config(st.topology).node_ids})
         unknown = sorted(set(cfg.agents.texts) - set(all_ids))
         if unknown:
             raise ConfigError(f"agents.texts: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
         with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
-            self.system = System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
-                                 texts=recipe_texts(cfg.agents.texts, topology.node_ids))
-        if self.world.size > 1:  # ranks sample differently from here on
-            random.seed(cfg.train.seed + 7919 * self.world.rank)
-            torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
-        self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
-                                    build_generator(cfg, self.agents, cfg.train.seed + 7919 * self.world.rank),
-                                    self.task.vote)
-        self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
-        self.textual = self._textual_optimizer()
-        self.state = RunState()
-        start = ckpt.check_start(Path(cfg.train.init_from), topology.to_dict()) if cfg.train.init_from else None
-        if self.world.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-            self.tracker = Tracker(cfg.tracking, run_dir, cfg.name, to_dict(cfg))
-        else:
-            self.tracker = NullTracker()
-        if start is not None:  # another run's adapters (e.g. a hand-grown system)
-            self.system = self.system.with_weights_from(start)
-        self.evaluator = StepEvaluator(cfg.eval, self.engine, self.task, self.world, self.tracker, self.run_dir,
-                                       self._print)
-        self._record_topology()
-        # Built last: DeepSpeed copies the adapters into its own fp32 master weights when it starts.
-        self.optimizer = build_optimizer(self.agents, cfg.train, self.world, self.deepspeed)
+            return System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
+                          texts=recipe_texts(cfg.agents.texts, topology.node_ids))
+
+    def _adopt(self, system: System, optimizer_state: dict | None = None,
+               old_to_new: dict[str, str] | None = None) -> None:
+        """Hold `system` from here on, the one place a system changes hands (start, resume, growth,
+        rollback): the optimizer is built over its adapters with `optimizer_state` carried over
+        (node ids renamed by `old_to_new`), the textual history follows the renames, and the
+        topology is recorded. DeepSpeed copies the adapters into its fp32 master weights here."""
+        self.system = system
+        self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
+        if optimizer_state is not None:
+            self.optimizer.load_named_state(optimizer_state, old_to_new or {n: n for n in self.topology.node_ids})
+        if self.textual is not None and old_to_new:
+            self.textual.renamed(old_to_new)
+        self.tracker.topology(self.topology, self.step)
 
     def _textual_optimizer(self) -> TextualOptimizer | None:
         cfg = self.cfg
@@ -157,14 +192,15 @@ class Trainer:
         self.state = self.state.stepped()
         step, gate = self.step, self.schedule.gate(self.state, gated=bool(self.system.new_nodes))
         texts = dict(self.system.texts)  # what this step's rollout was prompted with (a textual step may edit them)
-        metrics = self.text_only_step(step, gate) if cfg.textual.only else self.train_step(step, gate)
+        made = self.text_only_step(step, gate) if cfg.textual.only else self.train_step(step, gate)
+        metrics = made.metrics
         if self.textual is not None and (cfg.textual.only or step % cfg.textual.every == 0):
-            metrics.update(self.textual_step(step, *self.last_rollout))
+            metrics.update(self.textual_step(step, made.episodes, made.rewards))
         metrics.update({"growth/stage": float(self.state.stage_index), "growth/gate": gate})
         self.tracker.log(metrics, step)
         every = cfg.tracking.transcripts_every
         if every and step % every == 0:
-            rows = transcripts(*self.last_rollout, cfg.tracking.transcripts_per_step)
+            rows = transcripts(made.episodes, made.rewards, cfg.tracking.transcripts_per_step)
             self.tracker.transcripts([{**row, "node_texts": texts} for row in rows], step)
         self._print(summary_line(step, cfg.train.steps, metrics, self.topology.node_ids))
         if cfg.eval.every and step % cfg.eval.every == 0:
@@ -177,7 +213,7 @@ class Trainer:
                 ckpt.prune(self.run_dir / "checkpoints", cfg.checkpoint.keep_last)
         return metrics
 
-    def train_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
+    def train_step(self, step: int, gate: float = 1.0) -> StepResult:
         """Roll out, score, assign credit and update once on the questions of `step` (1-based)."""
         cfg, timer = self.cfg, Timer()
         with timer("step"):
@@ -193,7 +229,6 @@ class Trainer:
                 self.state = replace(self.state, baseline=assigned.baseline)
             with timer("update"):
                 update_metrics = self.update(episodes, assigned.advantages)
-        self.last_rollout = (episodes, task_rewards)
         stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
         stats.update({**update_metrics, "credit/mode": cfg.algorithm.credit}, "same")  # already global
         stats.update(assigned.metrics, "mean")
@@ -204,31 +239,26 @@ class Trainer:
         metrics = Stats.combine(self.world.gather(stats)).values
         if self.world.size > 1:  # exact over every rank's episodes
             metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))
-        return metrics
+        return StepResult(metrics, episodes, task_rewards)
 
-    def text_only_step(self, step: int, gate: float = 1.0) -> dict[str, float]:
+    def text_only_step(self, step: int, gate: float = 1.0) -> StepResult:
         """The rollout and rewards of `step`, without credit or update (`textual.only`: the
         textual step that follows is the only training)."""
         timer = Timer()
         with timer("step"), timer("rollout"):
             episodes = self.roll_out(self.task.train_batch(step - 1, self.cfg.train.questions_per_step), step, gate)
         task_rewards = self.task.score(episodes.answers(), episodes.samples)
-        self.last_rollout = (episodes, task_rewards)
         stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
         stats.update(timer, "max")
-        return Stats.combine([stats]).values
+        return StepResult(Stats.combine([stats]).values, episodes, task_rewards)
 
     def textual_step(self, step: int, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
         """One gated textual step on this step's rollout (neuromas.textual); the system it commits
         is the one the next rollout runs (its prompts, so no log-prob from before the edit is reused)."""
-        cfg = self.cfg.textual
-        weights = None
-        if cfg.top_k is not None:  # GBC bandwidth: the nodes most connected to the failures
-            alg = self.cfg.algorithm
-            shares, _ = failure_shares(self.agents, episodes, failing_episodes(rewards, episodes.num_regular),
-                                       alg.attribution_agg, alg.attribution_objective, self.cfg.rollout.temperature,
-                                       self.cfg.train.micro_batch_size)
-            weights = node_weights(episodes, shares)
+        cfg, alg = self.cfg.textual, self.cfg.algorithm
+        weights = None if cfg.top_k is None else failure_weights(  # GBC bandwidth
+            self.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
+            self.cfg.rollout.temperature, self.cfg.train.micro_batch_size)
         questions = self.task.validation[:cfg.validation_questions]
         validate = lambda system: accuracy_over_ranks(self.engine, system, self.task, questions,  # noqa: E731
                                                       self.world).mean
@@ -237,7 +267,7 @@ class Trainer:
             self.system, metrics, record = self.textual.step(self.system, episodes, rewards, validate, weights)
         metrics.update(timer)
         if self.topology.aggregation != aggregation:
-            self._record_topology()
+            self.tracker.topology(self.topology, self.step)
         self.tracker.textual(record, step)
         self._print(f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
                     f"{record['validation_after']:.3f}, {sum(p['new_text'] is not None for p in record['proposals'])}"
@@ -299,24 +329,14 @@ class Trainer:
             self._grow(stage, stage.init)
 
     def _grow(self, stage: StageConfig, init: str) -> None:
-        old_state = self.optimizer.named_state()
-        self.system, plan = self.system.grow(Topology.from_config(stage.topology), init, stage.noise, stage.copy_from,
-                                             self.cfg.agents.texts)
-        self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
-        self.optimizer.load_named_state(old_state, plan.old_to_new)
-        if self.textual is not None:
-            self.textual.renamed(plan.old_to_new)
-        self._record_topology()
+        old_state = self.optimizer.named_state()  # before growth unloads the old adapters from the base
+        system, plan = self.system.grow(Topology.from_config(stage.topology), init, stage.noise, stage.copy_from,
+                                        self.cfg.agents.texts)
+        self._adopt(system, old_state, plan.old_to_new)
         widths = self.topology.widths
         self._print(f"growth: stage {self.state.stage_index} {widths} (init {init}, gate over {stage.gate_steps} "
                     f"steps): {plan.describe()}")
-        if self.world.main:
-            record_growth(self.run_dir / "growth.jsonl", self.step, self.state.stage_index, widths, init, plan)
-
-    def _record_topology(self) -> None:
-        if self.world.main:
-            (self.run_dir / "topology.txt").write_text(self.topology.describe() + "\n")
-            self.tracker.image("topology", draw_topology(self.topology, self.run_dir / "topology.png"), self.step)
+        self.tracker.growth(self.step, self.state.stage_index, widths, init, plan)
 
     # ---- checkpoints ----------------------------------------------------------------------
 
@@ -325,38 +345,35 @@ class Trainer:
         state = {**self.state.to_dict(), "topology": self.topology.to_dict(),
                  "new_nodes": sorted(self.system.new_nodes),
                  "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)),
+                 "reward_errors": self.task.num_reward_errors,
                  **({"textual": self.textual.state()} if self.textual is not None else {}), **extra}
         if adapters_only:
             if self.world.main:
                 ckpt.save_adapters(target, self.agents, state, self.system.texts)
         else:  # every rank takes part in gathering the state; rank 0 writes it
             self.world.check_same(self.agents.parameters(), self.step)
-            optimizer, rng = {"state": self.optimizer.named_state()}, self.world.gather(ckpt.rng_state())
+            optimizer = {"state": self.optimizer.named_state()}
+            rng = self.world.gather(ckpt.rng_state(self.engine.sampler))
             if self.world.main:
                 ckpt.save_checkpoint(target, self.agents, optimizer, state, rng, self.system.texts)
         self.world.barrier()  # nobody reads the checkpoint before it is complete
         return target
 
-    def resume(self) -> None:
-        """Continue from the latest checkpoint of the run directory."""
-        path = ckpt.latest_checkpoint(self.run_dir)
-        self.state = RunState.from_dict(self._load(path, restore_rng=True))
+    def _resume(self, path: Path) -> None:
+        """Continue from the checkpoint at `path` (the latest of the run directory)."""
+        saved = self._load(path, restore_rng=True)
+        self.state = RunState.from_dict(saved)
+        self.task.num_reward_errors = saved.get("reward_errors", 0)
         if path.name.startswith("stage_"):  # saved as the stage closed: go on to the next one
             self._next_stage()
-        self.tracker.truncate_after(self.step)  # what was logged after the checkpoint: those steps run again
-        if self.world.main:
-            rewind(self.run_dir, self.step, stage_closed=path.name.startswith("stage_"))
+        self.tracker.rewind(self.step, stage_closed=path.name.startswith("stage_"))  # those steps run again
         self._print(f"resumed from {path} at step {self.step} (stage {self.state.stage_index})")
 
     def _load(self, path: Path, restore_rng: bool) -> dict:
         """Hold the system saved at `path` (topology, adapters, gated nodes) and its optimizer state."""
-        self.system = self.system.with_saved(path)
-        self.optimizer = build_optimizer(self.agents, self.cfg.train, self.world, self.deepspeed)
-        same_names = {n: n for n in self.topology.node_ids}
-        self.optimizer.load_named_state(ckpt.optimizer_state_from(path)["state"], same_names)
-        self._record_topology()
+        self._adopt(self.system.with_saved(path), ckpt.optimizer_state_from(path)["state"])
         if restore_rng:
-            ckpt.restore_rng(path, self.world.rank)
+            ckpt.restore_rng(path, self.world.rank, self.engine.sampler)
         saved = ckpt.read_state(path)
         if self.textual is not None:
             self.textual.load_state(saved.get("textual"))

@@ -88,7 +88,7 @@ class VLLMBackend:
             raise NeuromasError(f"rollout.backend=vllm: the engine did not start: {str(e).splitlines()[0]}") from e
         self.stop_ids = list(stop_ids)
         self.max_model_len = settings.max_model_len
-        self._generator = torch.Generator().manual_seed(seed)
+        self.sampler = torch.Generator().manual_seed(seed)  # per-row sampling seeds; its state is checkpointed
         self._root = Path(settings.sync_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
         self._dir = Path(tempfile.mkdtemp(prefix="neuromas-vllm-", dir=self._root))
         self._ids = itertools.count(1)  # LoRA ids, never reused
@@ -136,7 +136,7 @@ class VLLMBackend:
         if longest > self.max_model_len:
             raise NeuromasError(f"rollout.vllm.max_model_len: a row needs {longest} tokens (prompt + max_new_tokens), "
                                 f"more than {self.max_model_len}; raise it")
-        seeds = torch.randint(0, 2 ** 31 - 1, (len(prompts),), generator=self._generator).tolist()
+        seeds = torch.randint(0, 2 ** 31 - 1, (len(prompts),), generator=self.sampler).tolist()
         params = [self._sampling(max_tokens=max_new_tokens, temperature=0.0 if greedy else temperature,
                                  top_p=1.0 if greedy else top_p, top_k=0 if greedy else -1,
                                  logprobs=None if greedy else 0, stop_token_ids=self.stop_ids,

@@ -66,9 +66,7 @@ def main() -> None:
     if mode == "train":
         resume = [o for o in overrides if o.startswith("--resume=")]
         cfg = load_config(target, [o for o in overrides if o not in resume])
-        trainer = Trainer(cfg, Path(cfg.tracking.run_dir))
-        if resume:
-            trainer.resume()
+        trainer = Trainer(cfg, Path(cfg.tracking.run_dir), resume=bool(resume))
         trainer.fit()
         save_rank(trainer, trainer.run_dir / "ranks")
     else:

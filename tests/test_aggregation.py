@@ -185,8 +185,7 @@ def test_training_grows_into_a_voting_layer_and_resumes(tiny_model_dir, tmp_path
     assert all(f"node/{n}/reward/mean" in history[-1] for n in ("L1N0", "L1N1", "L1N2"))
     last = json.loads((tmp_path / "run" / "transcripts.jsonl").read_text().splitlines()[-1])
     assert "L1 combined" in last["messages"] and last["answer"] == last["messages"]["L1 combined"]
-    resumed = Trainer(load_config(RECIPE, overrides), tmp_path / "run")
-    resumed.resume()
+    resumed = Trainer(load_config(RECIPE, overrides), tmp_path / "run", resume=True)
     assert resumed.topology.aggregation == ["concat", "vote"] and resumed.step == 4
     resumed.close()
 

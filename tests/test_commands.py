@@ -91,6 +91,12 @@ def test_compute_matched_baselines_vote_and_token_budget(tiny_run, tiny_model_di
     capsys.readouterr()
     assert main(["eval", str(one), "--against", "vote", "--baseline", str(tiny_run)]) == 2
     assert "is a [2, 1] system; a compute-matched baseline is one node" in capsys.readouterr().err
+    # The same baselines of one node alone, to pair with a system's kept evaluation afterwards.
+    assert main(["eval", str(one), "--vote", "3", "--max-new-tokens", "18", "--questions", "2",
+                 "--out", str(tmp_path / "one.json")]) == 0
+    alone = json.loads((tmp_path / "one.json").read_text())
+    assert "vote@3_correct" in alone and alone["token_budget"] == 18 and len(alone["greedy_accuracy_correct"]) == 2
+    assert main(["eval", str(one), "--vote", "1"]) == 2
 
 
 def test_show_transcripts_prints_every_nodes_message(tiny_run, capsys):

@@ -152,7 +152,7 @@ def test_every_mode_trains_from_a_recipe(tiny_model_dir, tmp_path, overrides):
     from test_trainer import make_trainer
 
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "rollout.samples_per_question=3", *overrides)
-    metrics = trainer.train_step(1)
+    metrics = trainer.train_step(1).metrics
     assert metrics["train/logprob_gap"] < 1e-4 and all(v == v for v in metrics.values())  # no NaN
     assert "node/L0N0/entropy" in metrics or metrics["train/rows_updated"] == 0
     mode = next((o.split("=")[1] for o in overrides if o.startswith("algorithm.credit=")), "shared")

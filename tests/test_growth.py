@@ -167,8 +167,7 @@ def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_model_dir, tmp_path,
         cut.fit()
     monkeypatch.setattr(Trainer, "_one_step", real_step)
 
-    resumed = Trainer(cfg, tmp_path / "cut")
-    resumed.resume()
+    resumed = Trainer(cfg, tmp_path / "cut", resume=True)
     assert (resumed.step, resumed.state.stage_index, resumed.state.stage_step) == (4, 1, 2)
     assert resumed.system.new_nodes == {"L0N0", "L0N1"} and resumed.topology.widths == [2, 1]
     assert json.loads((tmp_path / "cut" / "checkpoints" / "step_4" / "trainer_state.json").read_text())["gate"] == 1.0

@@ -37,7 +37,7 @@ def curve(trainer: Trainer) -> tuple[list[float], list[float]]:
     """Sampled reward and sampling/training log-prob gap of each step, stopping once it learned."""
     rewards, gaps = [], []
     for step in range(1, MAX_STEPS + 1):
-        metrics = trainer.train_step(step)
+        metrics = trainer.train_step(step).metrics
         rewards.append(metrics["reward/mean"])
         gaps.append(metrics["train/logprob_gap"])
         if len(rewards) >= WINDOW and sum(rewards[-WINDOW:]) / WINDOW >= TARGET:

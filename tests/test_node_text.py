@@ -64,8 +64,7 @@ def test_texts_are_saved_beside_the_adapters_grow_by_the_init_rule_and_resume(ti
     assert (run / "checkpoints" / "step_4" / "adapters" / "L0N1" / ckpt.TEXT_FILE).read_text() == TEXT
     last = json.loads((run / "transcripts.jsonl").read_text().splitlines()[-1])
     assert last["node_texts"] == trainer.system.texts
-    resumed = Trainer(load_config(RECIPE, overrides), run)
-    resumed.resume()
+    resumed = Trainer(load_config(RECIPE, overrides), run, resume=True)
     assert resumed.system.texts == trainer.system.texts
     resumed.close()
     assert load_system(run)[0].texts == trainer.system.texts

@@ -179,8 +179,7 @@ def test_interleaved_textual_steps_log_their_decisions_and_resume(tiny_model_dir
     assert [r["step"] for r in records] == [1, 2] and len(records[0]["proposals"]) == 2  # top_k nodes only
     assert all(r["decision"] in ("commit", "roll back", "no valid edit") for r in records)
     assert all("textual/validation_before" in m and "train/loss" in m for m in history)
-    resumed = Trainer(load_config(RECIPE, overrides), tmp_path / "run")
-    resumed.resume()
+    resumed = Trainer(load_config(RECIPE, overrides), tmp_path / "run", resume=True)
     assert resumed.textual.history == trainer.textual.history and resumed.textual.history
     resumed.close()
 

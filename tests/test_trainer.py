@@ -31,7 +31,7 @@ def test_one_step_trains_every_node_and_leaves_the_base_untouched(tiny_model_dir
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.questions_per_step=2",
                            "rollout.samples_per_question=4")
     before = snapshot(trainer.agents.model)
-    metrics = trainer.train_step(1)
+    metrics = trainer.train_step(1).metrics
     assert metrics["train/rows_updated"] > 0 and metrics["train/grad_norm"] > 0
     after = snapshot(trainer.agents.model)
     for node in trainer.topology.node_ids:
@@ -68,7 +68,7 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
 @pytest.mark.slow  # about 10 s or more on 2 cores
 def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "algorithm.kl_coef=0.1")
-    metrics = trainer.train_step(1)
+    metrics = trainer.train_step(1).metrics
     assert metrics["train/kl"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["train/rows_updated"] == 2 * 2 * 3  # KL needs every row, even zero-advantage ones
 

@@ -97,7 +97,7 @@ def test_sampling_is_reproducible_from_the_seed(backend, agents):
     backend.sync(agents)
     runs = []
     for _ in range(2):
-        backend._generator.manual_seed(123)
+        backend.sampler.manual_seed(123)
         runs.append(tokens(backend.generate(prompts, names, 12, temperature=1.0)))
     assert runs[0] == runs[1]
     assert runs[0] != tokens(backend.generate(prompts, names, 12, temperature=1.0))  # the next draw differs
@@ -150,8 +150,7 @@ def test_growth_and_resume_with_the_vllm_backend(backend, vllm_model_dir, tmp_pa
 
     longer = load_config(RECIPE, args[:-1] + ["growth.stages=" + GROWTH.replace("steps: 3", "steps: 5"),
                                                VARYING_REWARD])
-    resumed = Trainer(longer, tmp_path / "run")
-    resumed.resume()
+    resumed = Trainer(longer, tmp_path / "run", resume=True)
     resumed.fit()
     after = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     more = [m for m in after if "train/logprob_gap" in m][5:]

@@ -14,6 +14,8 @@ from neuromas.errors import NeuromasError
 def run(args: argparse.Namespace) -> None:
     if args.samples < 1 or (args.questions is not None and args.questions < 1):
         raise NeuromasError("--samples and --questions must be at least 1")
+    if args.vote < 0 or args.vote == 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
+        raise NeuromasError("--vote must be at least 2 and --max-new-tokens at least 1")
     if len(args.sources) > 2:
         raise NeuromasError(f"eval takes one system, or two to compare; got {len(args.sources)}")
     sources = [Path(s) for s in args.sources]
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
                                               write_result)
 
     requests = [EvalRequest(s, args.split, args.samples, args.questions, args.system, args.single_agent, messages,
-                            args.per_node) for s in sources]
+                            args.per_node, vote=args.vote, max_new_tokens=args.max_new_tokens) for s in sources]
     results = [evaluate(request) for request in requests]
     pairs = None
     if args.against:  # the baseline first: it is A

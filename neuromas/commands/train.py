@@ -39,10 +39,8 @@ def run(args: argparse.Namespace) -> None:
     lock = rundir.lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
     from neuromas.trainer import Trainer  # heavy imports (torch, transformers) only when needed
 
-    trainer = Trainer(cfg, run_dir, task)
+    trainer = Trainer(cfg, run_dir, task, resume=resuming)
     try:
-        if resuming:
-            trainer.resume()
         run_dir, main = trainer.run_dir, trainer.world.main
         if main:
             processes = f" ({trainer.world.size} processes)" if trainer.world.size > 1 else ""
