@@ -261,7 +261,7 @@ def training_step(model: str, backend: str) -> dict[str, float]:
     """Metrics of the third step of the [2, 1] test recipe (the first two warm up)."""
     import tempfile
 
-    from neuromas.config import load_config
+    from neuromas.recipe import load_config
     from neuromas.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as run_dir:

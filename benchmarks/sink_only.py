@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neuromas import update  # noqa: E402
-from neuromas.config import load_config  # noqa: E402
+from neuromas.recipe import load_config  # noqa: E402
 from neuromas.trainer import Trainer  # noqa: E402
 
 

@@ -29,7 +29,7 @@ SETTINGS = {"questions": 4, "samples": 4, "max_new_tokens": 40, "temperature": 0
 
 
 def run_neuromas(model: str, steps: int, s: dict, out: Path) -> list[dict]:
-    from neuromas.config import load_config
+    from neuromas.recipe import load_config
     from neuromas.trainer import Trainer
 
     root = Path(__file__).resolve().parents[1]

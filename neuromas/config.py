@@ -1,22 +1,16 @@
-"""Typed configuration: a recipe YAML maps 1:1 onto these dataclasses.
+"""Typed configuration, the schema alone: a recipe YAML maps 1:1 onto these dataclasses.
 
-Every field is documented once, here, beside its default. `load_config` merges a recipe
-and dotted command-line overrides (``train.steps=5 topology.widths=[3,1]``) onto the
-defaults; unknown keys, wrong types and out-of-range values raise `ConfigError` naming
-the key. Each component receives only its own section (``RolloutEngine(cfg.rollout)``).
+Every field is documented once, here, beside its default; each dataclass checks its own ranges
+and choices. Reading a recipe and its overrides is `neuromas.recipe`. Each component receives
+only its own section (``RolloutEngine(cfg.rollout)``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf import errors as oc_errors
 
 from neuromas.aggregation import AGGREGATIONS
 from neuromas.errors import ConfigError
@@ -491,99 +485,3 @@ class Config:
     def stages(self) -> list[StageConfig]:
         """The stages to run: the recipe's, or one stage of `topology` for `train.steps`."""
         return self.growth.stages or [StageConfig(topology=self.topology, steps=self.train.steps)]
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    if data is None:
-        raise ConfigError(f"{path}: the recipe is empty (start from recipes/quickstart.yaml)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _one_line(e: oc_errors.OmegaConfBaseException, key: str | None = None) -> str:
-    msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]
-    key = key or getattr(e, "full_key", None)
-    return f"{key}: {msg}" if key else msg
-
-
-def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- recipe YAML <- ``key=value`` overrides, checked against the dataclasses."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} must look like key=value (e.g. train.steps=5)")
-    data = _read_yaml(Path(recipe)) if recipe is not None else {}
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
-        for override in overrides:
-            try:
-                _apply_override(merged, override)
-            except yaml.YAMLError as e:  # the value is parsed as YAML: `[1,` or an unclosed quote
-                problem = str(getattr(e, "problem", None) or e).strip()
-                raise ConfigError(f"{override.split('=', 1)[0]}: the value is not valid YAML ({problem})") from None
-        cfg = OmegaConf.to_object(merged)
-    except oc_errors.OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from None
-    _check_set_by_stages(cfg, merged, data, overrides)
-    return cfg
-
-
-def _apply_override(merged, override: str) -> None:
-    """`key=value` onto `merged`; a list's entries are reached by index (`growth.stages.1.init=zero`)."""
-    key, _, text = override.partition("=")
-    parts, node = key.split("."), merged
-    for i, part in enumerate(parts):
-        if isinstance(node, ListConfig):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{'.'.join(parts[:i])}: has {len(node)} entries, so {part!r} is no index of it "
-                                  f"(0..{len(node) - 1}); to add entries, give the whole list")
-            if i + 1 == len(parts) and isinstance(node[int(part)], DictConfig):
-                raise ConfigError(f"{key}: set its fields ({key}.FIELD=VALUE), or give the whole list")
-            rest = ".".join(parts[i + 1:]) or "value"
-            value = OmegaConf.from_dotlist([f"{rest}={text}"])
-            try:
-                node[int(part)] = OmegaConf.merge(node[int(part)], value) if i + 1 < len(parts) else value.value
-            except oc_errors.OmegaConfBaseException as e:
-                raise ConfigError(_one_line(e, key)) from None  # the entry's own message knows no list
-            return
-        if i + 1 == len(parts) or not (isinstance(node, DictConfig) and part in node):
-            break  # a plain key, or a new or unknown one: the merge below sets, creates or names it
-        node = node[part]
-    merged.merge_with(OmegaConf.from_dotlist([override]))
-
-
-def _check_set_by_stages(cfg: Config, merged, data: dict, overrides) -> None:
-    """With growth stages, the topology and step count come from them: a different value given
-    explicitly beside or after the stages (the recipe's with the recipe's stages, or on the
-    command line) would be dropped, so it is an error. Stages given on the command line win over
-    the recipe's own topology and steps."""
-    if not cfg.growth.stages:
-        return
-    keys = {o.split("=", 1)[0] for o in overrides}
-    if not any(k.startswith("growth.stages") for k in keys):  # the recipe's stages: its own values count too
-        keys |= {"train.steps"} if "steps" in data.get("train", {}) else set()
-        keys |= {"topology"} if "topology" in data else set()
-    if "train.steps" in keys and merged.train.steps != cfg.train.steps:
-        raise ConfigError(f"train.steps: growth.stages set the run's steps ({cfg.train.steps} in all); change the "
-                          "stages' steps instead, or set growth.stages=[] to train one topology for train.steps")
-    topology_given = any(k == "topology" or k.startswith("topology.") for k in keys)
-    if topology_given and OmegaConf.to_object(merged.topology) != cfg.topology:
-        raise ConfigError("topology: growth.stages set the topology (the first stage's); change the stages "
-                          "instead, or set growth.stages=[] to train one topology")
-
-
-def to_dict(cfg: Any) -> dict:
-    """A plain dict of a config (or one section of it), for YAML and trackers."""
-    return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=100))

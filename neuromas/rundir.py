@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from neuromas.config import Config, load_config, to_dict
+from neuromas.config import Config
+from neuromas.recipe import load_config, to_dict
 from neuromas.errors import NeuromasError
 
 STATE_FILE = "trainer_state.json"  # as neuromas.checkpoint writes it

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuromas import checkpoint as ckpt
-from neuromas.config import StageConfig, load_config, save_config
+from neuromas.config import StageConfig
+from neuromas.recipe import load_config, save_config
 from neuromas.system import load_system
 from neuromas.topology import Topology
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from neuromas import checkpoint as ckpt
 from neuromas.agents import Agents, load_adapter_states
-from neuromas.config import Config, load_config
+from neuromas.config import Config
+from neuromas.recipe import load_config
 from neuromas.growth import GrowthPlan, grow_agents, plan_growth
 from neuromas.models import load_base_model
 from neuromas.topology import Topology

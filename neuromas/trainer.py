@@ -20,7 +20,8 @@ from neuromas import checkpoint as ckpt
 from neuromas import credit
 from neuromas.agents import Agents
 from neuromas.attribution import failure_weights
-from neuromas.config import Config, StageConfig, save_config, to_dict
+from neuromas.config import Config, StageConfig
+from neuromas.recipe import save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
 from neuromas.accuracy import accuracy_over_ranks

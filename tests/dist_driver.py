@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from neuromas.agents import adapter_states
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.optim import build_optimizer
 from neuromas.rollout import Episodes
 from neuromas.trainer import Trainer

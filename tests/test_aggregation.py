@@ -8,7 +8,8 @@ import torch
 
 from conftest import tiny_overrides
 from neuromas.aggregation import combine, parse_judge
-from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, load_config
+from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
+from neuromas.recipe import load_config
 from neuromas.errors import ConfigError
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder

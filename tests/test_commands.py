@@ -173,7 +173,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_model_dir, tmp_path, mon
     import errno
 
     from neuromas.agents import Agents
-    from neuromas.config import load_config
+    from neuromas.recipe import load_config
     from neuromas.errors import NeuromasError
     from neuromas.trainer import Trainer
 

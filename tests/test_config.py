@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from neuromas.config import Config, load_config, save_config
+from neuromas.config import Config
+from neuromas.recipe import load_config, save_config
 from neuromas.errors import ConfigError
 
 RECIPES = sorted([*Path(__file__).parent.parent.glob("recipes/**/*.yaml"),

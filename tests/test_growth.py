@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, TrainConfig, load_config
+from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, TrainConfig
+from neuromas.recipe import load_config
 from neuromas.errors import ConfigError, NeuromasError
 from neuromas.optim import TorchOptimizer
 from neuromas.agents import adapter_states, rename_adapter

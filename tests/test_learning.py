@@ -16,7 +16,7 @@ import torch
 
 from conftest import tiny_overrides
 from neuromas import update
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.trainer import Trainer
 from test_trainer import RECIPE
 

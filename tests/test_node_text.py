@@ -8,7 +8,8 @@ import pytest
 from conftest import tiny_overrides
 from neuromas import checkpoint as ckpt
 from neuromas.cli import main
-from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig, load_config
+from neuromas.config import PromptsConfig, RolloutConfig, TaskConfig, TopologyConfig
+from neuromas.recipe import load_config
 from neuromas.errors import ConfigError
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine

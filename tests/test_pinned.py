@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from conftest import build_tiny_model, tiny_overrides
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.trainer import Trainer
 from test_trainer import RECIPE, VARYING_REWARD
 

@@ -306,7 +306,7 @@ def test_resume_of_a_run_stopped_before_its_first_step_starts_it_again(tmp_path,
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     overrides = tiny_overrides(tiny_model_dir, run_dir)
-    from neuromas.config import load_config, save_config
+    from neuromas.recipe import load_config, save_config
 
     save_config(load_config(RECIPE, overrides), run_dir / "config.yaml")
     (run_dir / "metrics.jsonl").write_text('{"step": 0, "eval/accuracy": 0.5}\n{"step": 1, "rew')  # killed mid-line

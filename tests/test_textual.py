@@ -9,10 +9,10 @@ import torch
 
 from conftest import tiny_overrides
 from neuromas.agents import adapter_states
-from neuromas.config import ModelConfig, PromptsConfig, RolloutConfig, TaskConfig, TextualConfig, TopologyConfig, \
-    load_config
+from neuromas.config import ModelConfig, PromptsConfig, RolloutConfig, TaskConfig, TextualConfig, TopologyConfig
 from neuromas.errors import ConfigError
 from neuromas.prompts import PromptBuilder
+from neuromas.recipe import load_config
 from neuromas.rollout import RolloutEngine
 from neuromas.system import System
 from neuromas.tasks import build_task

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import tiny_overrides
 from neuromas.cli import main
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent

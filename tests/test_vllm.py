@@ -18,7 +18,7 @@ import torch
 
 from conftest import tiny_overrides
 from neuromas.agents import Agents
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # each test starts a vLLM engine (about a minute)

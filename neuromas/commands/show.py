@@ -42,7 +42,7 @@ def topology_of(source: Path) -> tuple[Topology, dict[str, str]]:
     """The topology and node texts of a recipe (the system it ends with: its last growth stage's;
     the texts it seeds), a run directory or a checkpoint."""
     from neuromas import checkpoint as ckpt
-    from neuromas.config import load_config
+    from neuromas.recipe import load_config
     from neuromas.system import recipe_texts
 
     if source.is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 import argparse
 
 from neuromas import rundir
-from neuromas.config import load_config
+from neuromas.recipe import load_config
 from neuromas.errors import NeuromasError
 from neuromas.tasks import build_task
 
