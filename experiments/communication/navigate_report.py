@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 from experiments.communication.report import _fmt, _pooled, load
+from experiments.runner import read_jsonl
 from neuromas.stats import Accuracy, OverSeeds
+
+COMMON = 50  # every seed evaluates at least the first 50 test questions
 
 MATCHED = {"vote": ("vote@3", "vote@3 of the trained single agent (3 calls, as the chain)"),
            "tokens": ("greedy_accuracy", "the trained single agent given 192 tokens (the chain's budget)")}
@@ -21,18 +24,34 @@ def matched(single: Path, chain_ids: list[str]) -> dict[str, Accuracy]:
         if path.is_file():
             result = json.loads(path.read_text())
             by_id = dict(zip(result["question_ids"], result[f"{key}_correct"]))
-            out[name] = Accuracy.of([by_id[i] for i in chain_ids])
+            if all(i in by_id for i in chain_ids):
+                out[name] = Accuracy.of([by_id[i] for i in chain_ids])
     return out
+
+
+def load_common(run: Path, k: int = COMMON) -> dict:
+    """`load`, with every accuracy restricted to the first `k` test questions (per question, from
+    evals.jsonl), so that seeds evaluated on 100 and on 50 questions compare on the same ones."""
+    r = load(run)
+    first, last = (read_jsonl(run / "evals.jsonl")[i] for i in (0, -1))
+    assert first["ids"][:k] == last["ids"][:k]
+    r.update(ids=first["ids"][:k], before=Accuracy.of(first["correct"][:k]), after=Accuracy.of(last["correct"][:k]),
+             ablated={step: {mode: Accuracy.of(c[:k]).mean for mode, c in e.get("ablated", {}).items()}
+                      for step, e in ((0, first), (r["steps"], last))},
+             ablated_after={mode: Accuracy.of(c[:k]) for mode, c in last.get("ablated", {}).items()})
+    return r
 
 
 def report(data: Path, command: str) -> str:
     seeds = sorted(int(p.name.split("seed")[1]) for p in data.glob("chain-seed*") if (p / "wall.json").is_file())
-    chain = {s: load(data / f"chain-seed{s}") for s in seeds}
-    single = {s: load(data / f"single-seed{s}") for s in seeds if (data / f"single-seed{s}" / "wall.json").is_file()}
+    chain = {s: load_common(data / f"chain-seed{s}") for s in seeds}
+    single = {s: load_common(data / f"single-seed{s}") for s in seeds
+              if (data / f"single-seed{s}" / "wall.json").is_file()}
     base = {s: matched(data / f"single-seed{s}", chain[s]["ids"]) for s in single}
     n = chain[seeds[0]]["after"].n
     out = [f"Greedy accuracy on the same {n} test questions of generated BBH Navigate (± standard error), "
-           f"{len(seeds)} seeds; answers read from \\boxed{{}} only (task.extract: boxed).", "",
+           f"{len(seeds)} seeds; answers read from \\boxed{{}} only (task.extract: boxed). Answers changed: over "
+           "all the questions a seed evaluated (100 for seed 0).", "",
            "Trivial baseline: always Yes (or always No): 0.500 (the splits are balanced by construction).", "",
            "| seed | arm | steps | step 0 | trained | trained, messages shuffled | trained, messages emptied | "
            "answers changed (shuffled) | sampled reward, first 4 / last 4 steps | wall | load |",
@@ -42,7 +61,7 @@ def report(data: Path, command: str) -> str:
             if r is None:
                 continue
             abl, changed = r["ablated"][r["steps"]], r["changed"][r["steps"]]["shuffled"]
-            cells = [f"{abl[m]:.3f}" if abl.get(m) is not None else "-" for m in ("shuffled", "empty")]
+            cells = [f"{abl[m]:.3f}" if m in abl else "-" for m in ("shuffled", "empty")]
             reward = r["reward"]
             out.append(f"| {s} | {arm} | {r['steps']} | {_fmt(r['before'])} | {_fmt(r['after'])} | {cells[0]} | "
                        f"{cells[1]} | {'-' if changed is None else f'{changed:.2f}'} | "
