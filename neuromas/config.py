@@ -324,6 +324,9 @@ class TrainConfig:
     micro_batch_size: int = 8  # rows per forward/backward in the update
     seed: int = 0
     init_from: Optional[str] = None  # start from saved adapters: a checkpoint, or the output of `neuromas grow`
+    # Nodes whose messages the loss leaves out, so their adapters stay as they are (a diagnosis
+    # probe: e.g. [L0N0, L0N1] trains only the sink of [2, 1]). Node ids of any stage.
+    frozen_nodes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_positive("train", self, "steps", "questions_per_step", "lr", "max_grad_norm", "micro_batch_size")

@@ -103,13 +103,14 @@ class Trainer:
 
     def _fresh_system(self) -> System:
         """The first stage's system with fresh adapters (seeded: the same on every rank), after
-        checking that every node text the recipe gives belongs to a node of some stage."""
+        checking that every node the recipe names (texts, frozen nodes) is a node of some stage."""
         cfg = self.cfg
         topology = Topology.from_config(self.schedule.stages[0].topology)
         all_ids = sorted({i for st in self.schedule.stages for i in Topology.from_config(st.topology).node_ids})
-        unknown = sorted(set(cfg.agents.texts) - set(all_ids))
-        if unknown:
-            raise ConfigError(f"agents.texts: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
+        for key, ids in (("agents.texts", cfg.agents.texts), ("train.frozen_nodes", cfg.train.frozen_nodes)):
+            unknown = sorted(set(ids) - set(all_ids))
+            if unknown:
+                raise ConfigError(f"{key}: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
         with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
             return System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
                           texts=recipe_texts(cfg.agents.texts, topology.node_ids))

@@ -68,7 +68,7 @@ class PolicyUpdate:
         """(messages the loss could train, those it does). The loss is normalised over every
         candidate, so skipping the zero-advantage ones (no forward pass needed) leaves the loss and
         its gradient unchanged."""
-        candidates, all_rows = trainable(episodes), self.needs_all_rows()
+        candidates, all_rows = trainable(episodes, self.train.frozen_nodes), self.needs_all_rows()
         trained = [m for m in candidates if float(advantages[m.episode, index[m.node_id]]) != 0
                    or (all_rows and m.episode < episodes.num_regular)]
         return candidates, trained
@@ -142,11 +142,13 @@ class PolicyUpdate:
         return loss
 
 
-def trainable(episodes: Episodes) -> list[Message]:
+def trainable(episodes: Episodes, frozen: list[str] = ()) -> list[Message]:
     """Messages the loss covers: every message of a regular episode, and the branched node's
-    resamples in branch copies (what those copies re-run downstream is only there to score)."""
+    resamples in branch copies (what those copies re-run downstream is only there to score);
+    none of a `frozen` node."""
     branched = {(e, node) for _, node, copies in episodes.branches for e in copies}
-    return [m for m in episodes.messages if m.episode < episodes.num_regular or (m.episode, m.node_id) in branched]
+    return [m for m in episodes.messages if m.node_id not in frozen
+            and (m.episode < episodes.num_regular or (m.episode, m.node_id) in branched)]
 
 
 def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tensor]:

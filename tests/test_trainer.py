@@ -42,6 +42,19 @@ def test_one_step_trains_every_node_and_leaves_the_base_untouched(tiny_model_dir
     assert metrics["train/logprob_gap"] < 1e-4
 
 
+def test_frozen_nodes_keep_their_adapters_and_the_rest_trains(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.questions_per_step=2",
+                           "rollout.samples_per_question=4", "train.frozen_nodes=[L0N0,L0N1]")
+    before = snapshot(trainer.agents.model)
+    metrics = trainer.train_step(1).metrics
+    after = snapshot(trainer.agents.model)
+    changed = {node for node in trainer.topology.node_ids
+               if any(f".{node}." in n and not torch.equal(before[n], after[n]) for n in before)}
+    assert metrics["train/rows_updated"] > 0 and changed == {"L1N0"}
+    with pytest.raises(Exception, match="train.frozen_nodes: L5N0 is not a node of any stage"):
+        make_trainer(tiny_model_dir, tmp_path / "other", "train.frozen_nodes=[L5N0]")
+
+
 def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
     """The gradient of one update with `advantages` [E] shared by every node of an episode."""
     trainer.optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only

@@ -7,8 +7,8 @@ greedy test accuracy before and after (with standard errors), their paired diffe
 sampled reward over the first and last steps, the share of rows with a non-zero advantage (the
 rows that carry a gradient), and seconds per step.
 
-    python benchmarks/sweep.py                         # every arm, seed 0, into runs/sweep/
-    python benchmarks/sweep.py --arms base lr=3e-4 --seeds 0 1 --steps 16
+    python -m experiments.paper.sweep                         # every arm, seed 0, into runs/sweep/
+    python -m experiments.paper.sweep --arms base lr=3e-4 --seeds 0 1 --steps 16
 
 Finished runs are reused, so the sweep can be stopped and started again. The machine's load
 average is printed beside each run: two heavy jobs on 2 cores slow each other several times.
@@ -25,10 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from neuromas.stats import Accuracy, paired_difference
 
-from neuromas.stats import Accuracy, paired_difference  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 RECIPE = "recipes/quickstart.yaml"
 BASE = ["growth.stages=[]", "topology.widths=[1]"]  # the quickstart's first stage, run on its own
@@ -100,7 +99,7 @@ def main() -> None:
                   f"{s['after'].se:.3f} | {s['change'].difference:+.3f} ± {s['change'].se:.3f} | "
                   f"{s['reward_first']:.2f} / {s['reward_last']:.2f} | {s['signal']:.0%} | {s['s_per_step']:.0f} | "
                   f"{s['wall_s'] / 60:.1f} min | {s['load_before']:.1f} -> {s['load_after']:.1f} |", flush=True)
-    print(f"\nCommand: python benchmarks/sweep.py --arms {' '.join(repr(a) for a in args.arms)} "
+    print(f"\nCommand: python -m experiments.paper.sweep --arms {' '.join(repr(a) for a in args.arms)} "
           f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --questions {args.questions}")
 
 

@@ -3,27 +3,26 @@ alone, and both in one run; and GBC's connection weights as credit, neuromas' ob
 AgentChord's. Every arm starts from the quickstart (recipes/quickstart.yaml: arithmetic, one node
 grown into [2, 1]) and is scored on the same 64 test questions.
 
-    python recipes/ann/compare.py                 # seeds 0, 1 and 2, runs in runs/ann/
-    python recipes/ann/compare.py --seeds 3
-    python recipes/ann/compare.py --seeds 0 --arms 1 3   # LoRA-RL and both
+    python -m experiments.ann.compare                 # seeds 0, 1 and 2, runs in runs/ann/
+    python -m experiments.ann.compare --seeds 3
+    python -m experiments.ann.compare --seeds 0 --arms 1 3   # LoRA-RL and both
 
 At about equal wall time: a textual step costs several policy-gradient steps (three optimiser
 calls and two greedy passes over the validation questions). In the first pilot (docs/results.md,
 section 3) one took 75-83 s with 16 validation questions, beside another run; a quickstart
 step of [2, 1] takes about 16 s alone. So the text-alone arm has 4 steps of the [2, 1] system
 against the others' 24 (16 of [1], 8 of [2, 1]); each run's wall time is in the table.
-Finished runs are reused (docs/data/).
+Finished runs are reused (experiments/ann/data/).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "paper"))
+from experiments.paper.runs import ROOT, add_arms_argument, chosen, report, run_all
 
-from paper_runs import ROOT, add_arms_argument, chosen, report, run_all  # noqa: E402
+DATA = Path(__file__).resolve().parent / "data"
 
 QUICKSTART = "recipes/quickstart.yaml"
 SYSTEMS = {
@@ -45,9 +44,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ann")
     add_arms_argument(parser, SYSTEMS)
     args = parser.parse_args()
-    results = run_all(chosen(SYSTEMS, args.arms), args.seeds, ROOT / args.out, OVERRIDES)
+    results = run_all(chosen(SYSTEMS, args.arms), args.seeds, ROOT / args.out, OVERRIDES, DATA)
     report(results, "docs/images/ann-compare-curves.png",
-           f"python recipes/ann/compare.py --seeds {' '.join(map(str, args.seeds))}"
+           f"python -m experiments.ann.compare --seeds {' '.join(map(str, args.seeds))}"
            + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else ""))
 
 

@@ -1,4 +1,4 @@
-"""Shared by the reproduction scripts in this folder: run a recipe once per seed (reusing
+"""Shared by the reproduction drivers (experiments/paper, experiments/ann): run a recipe once per seed (reusing
 finished runs, so a script can be stopped and started again), read back its metrics, print a
 Markdown table with standard errors and a paired test between the arms, and draw the reward
 curves with a band over seeds."""
@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -16,38 +17,35 @@ import sys
 import time
 from pathlib import Path
 
+from neuromas.stats import Accuracy, paired_difference
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from neuromas.stats import Accuracy, paired_difference  # noqa: E402
-
-
-DATA = ROOT / "docs" / "data"  # what the tables and curves are made from, kept in git
+DATA = Path(__file__).resolve().parent / "data"  # what the tables and curves are made from, kept in git
 KEPT = ("evals.jsonl", "metrics.jsonl", "wall.json", "recipe.txt")  # recipe.txt: recipe text and overrides
 KEPT_IF_WRITTEN = ("textual.jsonl",)  # a textual run's proposals, validation scores and decisions
 
 
-def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm: str | None = None) -> dict:
+def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm: str | None = None,
+        data: Path = DATA) -> dict:
     """Train `recipe` (a path under the repository) with `train.seed=seed` into out/<name>-seed<seed>
     (name: the recipe's folder and stem, or `arm` when one recipe serves several arms).
 
-    The run's per-question evaluations, metrics and wall time are copied to docs/data/<name>-seed<seed>/;
+    The run's per-question evaluations, metrics and wall time are copied to `data`/<name>-seed<seed>/;
     a run found there (or finished in `out`) is not trained again, so a script can be stopped and
     started again, in this session or a later one."""
     name = f"{Path(recipe).parent.name}-{arm or Path(recipe).stem}-seed{seed}"
-    run_dir, kept = out / name, DATA / name
+    run_dir, kept = out / name, data / name
     made_from = "\n".join([(ROOT / recipe).read_text(), *overrides]) + "\n"
     for folder in (kept, run_dir):  # results of another version of the recipe are never reused
-        if (folder / "wall.json").is_file() and _made_from(folder) != made_from:
+        if (folder / "wall.json").is_file() and not _same_recipe(_made_from(folder), made_from):
             sys.exit(f"{folder} holds a run of another version of {recipe} (or of unknown origin): "
                      "move it aside to keep it, or delete it to train again")
     if not (kept / "wall.json").is_file():
         if not (run_dir / "adapters").is_dir():
             # A run stopped with the session resumes from its last checkpoint (every 8 steps; a
             # resumed run logs the same metrics as one never stopped, tests/test_growth.py).
-            resume = ["--resume", str(run_dir)] if (run_dir / "recipe.txt").is_file() \
-                and (run_dir / "recipe.txt").read_text() == made_from and any(run_dir.glob("checkpoints/step_*")) \
-                else []
+            resume = ["--resume", str(run_dir)] if _same_recipe(_made_from(run_dir), made_from) \
+                and any(run_dir.glob("checkpoints/step_*")) else []
             if not resume:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 run_dir.mkdir(parents=True)
@@ -86,13 +84,21 @@ def _made_from(folder: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
+def _same_recipe(a: str | None, b: str) -> bool:
+    """Two recipe texts (with their overrides) that differ at most in comments and blank lines."""
+    def meaning(text: str) -> list[str]:
+        lines = (re.sub(r"(^|\s)#.*$", "", line).rstrip() for line in text.splitlines())
+        return [line for line in lines if line]
+    return a is not None and meaning(a) == meaning(b)
+
+
 def run_all(systems: dict[str, str | tuple[str, str, tuple[str, ...]]], seeds: list[int], out: Path,
-            overrides: tuple[str, ...] = ()) -> dict:
+            overrides: tuple[str, ...] = (), data: Path = DATA) -> dict:
     """Every arm on every seed, seed by seed (so that a stopped script leaves paired arms behind).
     An arm is a recipe, or (recipe, arm name, the arm's own overrides)."""
     def one(arm, seed):
         recipe, name, own = (arm, None, ()) if isinstance(arm, str) else arm
-        return run(recipe, seed, out, (*overrides, *own), name)
+        return run(recipe, seed, out, (*overrides, *own), name, data)
     runs = {seed: {label: one(arm, seed) for label, arm in systems.items()} for seed in seeds}
     return {label: [runs[seed][label] for seed in seeds] for label in systems}
 

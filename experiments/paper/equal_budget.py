@@ -1,13 +1,13 @@
 """NeuroMAS claim 1 at small scale: three nodes [2, 1] with LoRA rank r each vs one node with
 rank 3r (the same trainable budget), same steps and samples, on nested arithmetic.
 
-    python recipes/paper/equal_budget.py                 # seeds 0, 1 and 2, runs in runs/paper/
-    python recipes/paper/equal_budget.py --seeds 3 4
-    python recipes/paper/equal_budget.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model, 300 steps
-    python recipes/paper/equal_budget.py --cutoff-penalty 0.2  # a third arm: three nodes with the penalty
+    python -m experiments.paper.equal_budget                 # seeds 0, 1 and 2, runs in runs/paper/
+    python -m experiments.paper.equal_budget --seeds 3 4
+    python -m experiments.paper.equal_budget --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model, 300 steps
+    python -m experiments.paper.equal_budget --cutoff-penalty 0.2  # a third arm: three nodes with the penalty
 
 Each run evaluates greedily before training (the untrained system), every 8 steps and after.
-Finished runs are reused (their results are kept in docs/data/), so the script can be stopped
+Finished runs are reused (their results are kept in experiments/paper/data/), so the script can be stopped
 and started again. Prints a Markdown table and
 draws the reward curves with `neuromas plot`.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from paper_runs import ROOT, report, run_all
+from experiments.paper.runs import ROOT, report, run_all
 
 SYSTEMS = {"three nodes [2, 1], rank 8 each": "equal-budget-three", "one node [1], rank 24": "equal-budget-single"}
 
@@ -39,7 +39,7 @@ def main() -> None:
             (f"algorithm.cutoff_penalty={penalty}",))
     results = run_all(systems, args.seeds, ROOT / args.out)
     report(results, f"docs/images/{'gpu-' if args.gpu else ''}equal-budget-curves.png",
-           f"python recipes/paper/equal_budget.py {'--gpu ' if args.gpu else ''}"
+           f"python -m experiments.paper.equal_budget {'--gpu ' if args.gpu else ''}"
            f"--seeds {' '.join(map(str, args.seeds))}"
            + (f" --cutoff-penalty {args.cutoff_penalty:g}" if args.cutoff_penalty is not None else ""))
 

@@ -1,5 +1,6 @@
-"""The reproduction drivers (recipes/paper/) rebuild their tables and pictures from the runs kept
-in docs/data/ without training again: the numbers docs/results.md quotes come from them."""
+"""The reproduction drivers (experiments/paper/) rebuild their tables and pictures from the runs
+kept in experiments/paper/data/ without training again: the numbers docs/results.md quotes come
+from them."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes" / "paper"))
+from experiments.paper import equal_budget, path_dependence
+from experiments.paper import runs as paper_runs
 
-import equal_budget  # noqa: E402
-import paper_runs  # noqa: E402
-import path_dependence  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def no_training(*args, **kwargs):
@@ -22,7 +21,7 @@ def no_training(*args, **kwargs):
 
 
 def rebuilt_report(systems, overrides, tmp_path, monkeypatch, capsys) -> str:
-    """What the driver prints for seeds 0-2, from docs/data alone (training would fail the test)."""
+    """What the driver prints for seeds 0-2, from the kept data alone (training would fail the test)."""
     monkeypatch.setattr(subprocess, "run", no_training)
     results = paper_runs.run_all(systems, [0, 1, 2], tmp_path / "runs", overrides)
     paper_runs.report(results, str(tmp_path / "curves.png"), "test")
@@ -58,9 +57,12 @@ def test_path_dependence_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypa
 
 def test_a_kept_run_of_another_recipe_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", no_training)
-    recipe = tmp_path / "paper" / "equal-budget-three.yaml"  # kept as docs/data/paper-equal-budget-three-seed0
+    # kept as experiments/paper/data/paper-equal-budget-three-seed0; a new comment is no new version
+    recipe = tmp_path / "paper" / "equal-budget-three.yaml"
     recipe.parent.mkdir()
-    recipe.write_text((ROOT / "recipes/paper/equal-budget-three.yaml").read_text() + "# changed\n")
+    recipe.write_text((ROOT / "recipes/paper/equal-budget-three.yaml").read_text() + "  # a comment\n")
+    assert paper_runs.run(str(recipe), 0, tmp_path / "runs")["after"].n == 100
+    recipe.write_text((ROOT / "recipes/paper/equal-budget-three.yaml").read_text() + "name: changed\n")
     with pytest.raises(SystemExit, match="another version"):
         paper_runs.run(str(recipe), 0, tmp_path / "runs")
 
@@ -72,7 +74,7 @@ def test_arms_are_chosen_by_their_place_in_the_table():
 
 
 def test_the_variant_arm_of_path_dependence_needs_its_overrides():
-    done = subprocess.run([sys.executable, "recipes/paper/path_dependence.py", "--arms", "2", "3"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "experiments.paper.path_dependence", "--arms", "2", "3"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert "give --grown-with KEY=VALUE" in done.stderr.strip().splitlines()[-1]

@@ -2,15 +2,16 @@
 grown 1 -> 3 -> 7 (recipes/growth/), 24 steps each, on the quickstart's arithmetic and settings
 (where one node and the grown [2, 1] learn), 100 test questions evaluated before and after.
 
-    python recipes/paper/path_dependence.py              # seeds 0, 1 and 2, runs in runs/paper/
-    python recipes/paper/path_dependence.py --seeds 3 4
-    python recipes/paper/path_dependence.py --seeds 0 --arms 2   # the grown arm alone
-    python recipes/paper/path_dependence.py --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model
-    python recipes/paper/path_dependence.py --arms 2 3 --grown-with growth.stages.1.init=zero growth.stages.2.init=zero
+    python -m experiments.paper.path_dependence              # seeds 0, 1 and 2, runs in runs/paper/
+    python -m experiments.paper.path_dependence --seeds 3 4
+    python -m experiments.paper.path_dependence --seeds 0 --arms 2   # the grown arm alone
+    python -m experiments.paper.path_dependence --gpu --seeds 0 1 2   # recipes/paper/gpu/: a 1.5B model
+    python -m experiments.paper.path_dependence --arms 2 3 \
+        --grown-with growth.stages.1.init=zero growth.stages.2.init=zero
         # the grown arm against a variant of it: here, new nodes start as the base model
 
 The untrained accuracy of the grown arm is that of its first stage, one node. Finished runs
-are reused (their results are kept in docs/data/). Prints a Markdown table and draws the
+are reused (their results are kept in experiments/paper/data/). Prints a Markdown table and draws the
 reward curves with a band over seeds.
 """
 
@@ -20,7 +21,7 @@ import argparse
 import re
 from pathlib import Path
 
-from paper_runs import ROOT, add_arms_argument, chosen, report, run_all
+from experiments.paper.runs import ROOT, add_arms_argument, chosen, report, run_all
 
 SYSTEMS = {"[4, 2, 1] from scratch": "recipes/growth/scratch-7.yaml",
            "grown 1 -> 3 -> 7": "recipes/growth/grow-1-3-7.yaml"}
@@ -54,7 +55,7 @@ def main() -> None:
     picture = f"{'gpu-' if args.gpu else ''}path-dependence-curves" + (
         f"-arms{''.join(map(str, args.arms))}" if args.arms else "") + (f"-{slug}" if slug else "")
     report(results, f"docs/images/{picture}.png",
-           f"python recipes/paper/path_dependence.py {'--gpu ' if args.gpu else ''}"
+           f"python -m experiments.paper.path_dependence {'--gpu ' if args.gpu else ''}"
            f"--seeds {' '.join(map(str, args.seeds))}"
            + (f" --arms {' '.join(map(str, args.arms))}" if args.arms else "")
            + (f" --grown-with {' '.join(args.grown_with)}" if args.grown_with else ""))
