@@ -337,6 +337,10 @@ class EvalConfig:
     num_questions: int = 32  # greedy test questions before and after training; 0 turns eval off
     every: int = 0  # also evaluate every N steps (0: only before and after)
     transcripts: int = 4  # full transcripts of the first N questions of each evaluation (eval_transcripts.jsonl)
+    # Evaluate at step 0 too (the untrained system; the change since step 0 is paired with it).
+    # Off saves an evaluation where step 0 is known: fresh LoRA adapters leave the base unchanged,
+    # so every seed's untrained system is the same one.
+    before: bool = True
     # Message ablations at each evaluation: empty (nodes read nothing where a message was) and/or
     # shuffled (the message the same node wrote for another question); logs eval/accuracy_<mode>
     # and eval/real_minus_<mode>, how much the system uses its messages.

@@ -165,7 +165,7 @@ class Trainer:
         SIGTERM) stops after the step or evaluation in progress, with what a resume needs."""
         history = []
         with StopRequests() as stop:
-            if self.step == 0:
+            if self.step == 0 and self.cfg.eval.before:
                 self._evaluate(step=0)
                 if stop.requested(self.world):
                     self.tracker.close()

@@ -55,6 +55,14 @@ def test_frozen_nodes_keep_their_adapters_and_the_rest_trains(tiny_model_dir, tm
         make_trainer(tiny_model_dir, tmp_path / "other", "train.frozen_nodes=[L5N0]")
 
 
+def test_eval_before_false_skips_only_the_step_0_evaluation(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.steps=1", "eval.num_questions=2",
+                           "eval.before=false")
+    trainer.fit()
+    evals = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [1] and len(evals[0]["correct"]) == 2
+
+
 def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
     """The gradient of one update with `advantages` [E] shared by every node of an episode."""
     trainer.optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only
