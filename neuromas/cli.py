@@ -12,6 +12,7 @@ import importlib
 import sys
 import warnings
 
+from neuromas.config import ATTRIBUTION_AGGS, ATTRIBUTION_OBJECTIVES, CONNECTIVITIES, INITS
 from neuromas.errors import Interrupted, NeuromasError
 
 
@@ -39,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "train the result with `neuromas train OUT/config.yaml`.")
     grow.add_argument("source", metavar="RUN_OR_CHECKPOINT")
     grow.add_argument("--widths", required=True, help="new layer widths, e.g. 4,2,1")
-    grow.add_argument("--init", default="copy", choices=["copy", "zero", "fresh"], help="how new nodes start")
-    grow.add_argument("--connectivity", choices=["full", "sparse", "skip"], help="default: the run's")
+    grow.add_argument("--init", default="copy", choices=INITS, help="how new nodes start")
+    grow.add_argument("--connectivity", choices=[c for c in CONNECTIVITIES if c != "edges"],
+                      help="default: the run's")
     grow.add_argument("--noise", type=float, default=0.0, help="copy init: std of noise added to copied weights")
     grow.add_argument("--gate-steps", type=int, default=0, help="new nodes' gate ramps open over this many steps")
     grow.add_argument("--out", help="output directory (default: SOURCE/grown-<widths>)")
@@ -93,9 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     at.add_argument("source", metavar="RUN_OR_CHECKPOINT")
     at.add_argument("--questions", type=int, default=64, metavar="N", help="the first N questions of the split")
     at.add_argument("--split", default="test", choices=["test", "validation"])
-    at.add_argument("--objective", default="squared_logits", choices=["squared_logits", "logprob"],
+    at.add_argument("--objective", default="squared_logits", choices=ATTRIBUTION_OBJECTIVES,
                     help="what is differentiated (AgentChord: squared_logits)")
-    at.add_argument("--agg", default="l1_mean", choices=["l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed"],
+    at.add_argument("--agg", default="l1_mean", choices=ATTRIBUTION_AGGS,
                     help="how a message's token gradients become one weight")
     at.add_argument("--out", help="picture file, .png or .svg (default: RUN/attribution.png; the JSON beside it)")
     plot = commands.add_parser("plot", help="training curves of one or more runs",

@@ -16,6 +16,19 @@ from neuromas.aggregation import AGGREGATIONS
 from neuromas.errors import ConfigError
 
 
+# The names of the choices whose owners need torch (so the schema, read before torch loads, cannot
+# import them). Each owner checks its own table against these (tests/test_style.py), and the
+# command line offers them from here.
+CONNECTIVITIES = ("full", "sparse", "skip", "edges")  # topology.py
+ADVANTAGES = ("rloo", "grpo", "dr_grpo", "reinforce")  # algorithms.ADVANTAGES, and reinforce's moving baseline
+CREDITS = ("shared", "per_node", "branch", "attribution")  # credit.py
+ATTRIBUTION_AGGS = ("l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed")  # agents.input_salience
+ATTRIBUTION_OBJECTIVES = ("logprob", "squared_logits")  # agents.input_salience
+KL_ESTIMATORS = ("k1", "k3")  # algorithms.KL_ESTIMATORS
+BACKENDS = ("hf", "vllm")  # rollout.build_generator
+ABLATIONS = ("empty", "shuffled")  # rollout.Ablation
+
+
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{section}.{name}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -87,7 +100,7 @@ class TopologyConfig:
     aggregation: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_choice("topology", "connectivity", self.connectivity, ("full", "sparse", "skip", "edges"))
+        _check_choice("topology", "connectivity", self.connectivity, CONNECTIVITIES)
         _check_positive("topology", self, "fan_in")
         for how in self.aggregation.values():
             _check_choice("topology", "aggregation", how, AGGREGATIONS)
@@ -127,9 +140,6 @@ class PromptsConfig:
 
     def __post_init__(self) -> None:
         _check_choice("prompts", "task_to", self.task_to, ("all", "first_layer"))
-
-
-GENERATED_KINDS = ("arithmetic", "lookup", "countdown", "split_arithmetic", "split_lookup", "navigate")
 
 
 @dataclass
@@ -180,8 +190,9 @@ class TaskConfig:
     sandbox_memory_mb: int = 1024
 
     def __post_init__(self) -> None:
-        _check_choice("task", "name", self.name, ("arithmetic", "lookup", "countdown", "math", "choice", "code",
-                                                  "jsonl", "reasoning_gym", *GENERATED_KINDS[3:]))
+        from neuromas.tasks import KINDS  # the one table of task kinds (no torch)
+
+        _check_choice("task", "name", self.name, tuple(KINDS))
         if self.name == "reasoning_gym" and not self.dataset:
             raise ConfigError("task.dataset: name a reasoning-gym generator for task.name=reasoning_gym "
                               "(e.g. chain_sum)")
@@ -196,15 +207,16 @@ class TaskConfig:
         _check_positive("task", self, "format_weight", allow_zero=True)
         _check_choice("task", "code_score", self.code_score, ("all", "fraction"))
         _check_choice("task", "extract", self.extract, ("last_number", "boxed"))
-        if self.name in ("math", "choice", "code", "jsonl") and not (self.path or self.dataset):
+        if not KINDS[self.name].generated and not (self.path or self.dataset):
             raise ConfigError(f"task.path: required when task.name is {self.name} (or give task.dataset)")
         if self.path and self.dataset:
             raise ConfigError("task.path and task.dataset: give one source of data, not both")
-        if self.name in GENERATED_KINDS:
+        if KINDS[self.name].generated and self.name != "reasoning_gym":
             data = [k for k in ("path", "test_path", "validation_path", "dataset") if getattr(self, k)]
             if data:
+                data_kinds = ", ".join(n for n, kind in KINDS.items() if not kind.generated)
                 raise ConfigError(f"task.{data[0]}: the {self.name} task is generated and reads no data (data "
-                                  "kinds: math, choice, code, jsonl)")
+                                  f"kinds: {data_kinds})")
 
 
 @dataclass
@@ -238,7 +250,7 @@ class RolloutConfig:
     judge_max_new_tokens: int = 8  # select:judge (topology.aggregation): the base's greedy reply naming a candidate
 
     def __post_init__(self) -> None:
-        _check_choice("rollout", "backend", self.backend, ("hf", "vllm"))
+        _check_choice("rollout", "backend", self.backend, BACKENDS)
         _check_positive("rollout", self, "samples_per_question", "max_new_tokens", "answer_max_new_tokens",
                         "temperature", "top_p", "micro_batch_size", "judge_max_new_tokens")
         if self.top_p > 1:
@@ -289,14 +301,13 @@ class AlgorithmConfig:
 
     def __post_init__(self) -> None:
         sec = "algorithm"
-        _check_choice(sec, "advantage", self.advantage, ("rloo", "grpo", "dr_grpo", "reinforce"))
+        _check_choice(sec, "advantage", self.advantage, ADVANTAGES)
         _check_choice(sec, "loss", self.loss, ("pg", "clip"))
         _check_choice(sec, "loss_agg", self.loss_agg, ("node", "token", "sequence"))
-        _check_choice(sec, "credit", self.credit, ("shared", "per_node", "branch", "attribution"))
-        _check_choice(sec, "attribution_agg", self.attribution_agg,
-                      ("l1_mean", "l1_max", "grad_x_input", "grad_x_input_signed"))
-        _check_choice(sec, "attribution_objective", self.attribution_objective, ("logprob", "squared_logits"))
-        _check_choice(sec, "kl_estimator", self.kl_estimator, ("k1", "k3"))
+        _check_choice(sec, "credit", self.credit, CREDITS)
+        _check_choice(sec, "attribution_agg", self.attribution_agg, ATTRIBUTION_AGGS)
+        _check_choice(sec, "attribution_objective", self.attribution_objective, ATTRIBUTION_OBJECTIVES)
+        _check_choice(sec, "kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
         _check_choice(sec, "sampler_correction", self.sampler_correction, ("none", "truncate", "mask"))
         if self.sampler_cap <= 1:
@@ -349,7 +360,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_positive("eval", self, "num_questions", "every", "transcripts", allow_zero=True)
         for mode in self.ablations:
-            _check_choice("eval", "ablations", mode, ("empty", "shuffled"))
+            _check_choice("eval", "ablations", mode, ABLATIONS)
 
 
 @dataclass

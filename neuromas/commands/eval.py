@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from neuromas import rundir
+from neuromas.config import ABLATIONS
 from neuromas.errors import NeuromasError
 
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> None:
     if args.against and len(sources) > 1:
         raise NeuromasError("--against compares one system with its baseline; give one RUN_OR_CHECKPOINT")
     messages = tuple(m.strip() for m in args.messages.split(",")) if args.messages else ()
-    unknown = [m for m in messages if m not in ("empty", "shuffled")]
+    unknown = [m for m in messages if m not in ABLATIONS]
     if unknown or (args.per_node and not messages):
         raise NeuromasError(f"--messages: expected empty and/or shuffled, got {args.messages!r}" if unknown else
                             "--per-node: give the ablations with --messages empty|shuffled")

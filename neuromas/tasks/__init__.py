@@ -39,29 +39,48 @@ __all__ = ["Sample", "Task", "RewardFn", "build_task", "KINDS"]
 
 @dataclass(frozen=True)
 class Kind:
-    reward: str  # the default reward's name
+    """One row of the table of task kinds: everything a kind is, in one place. A generated kind
+    has `source` (its questions from the config's knobs); a data kind has `convert` (a JSONL or
+    hub row -> Sample). Adding a kind is a module with its source or converter and its reward,
+    and one row here."""
+
+    reward: str  # the default reward's name (REWARDS)
     answer_format: str
     format_ok: Callable[[str], bool]  # is the reply in the required form (the optional format reward)
     convert: Callable | None = None  # row -> Sample, for kinds read from data
     vote: Callable[[str], "tuple[str, str] | None"] = boxed_vote  # the answer a reply holds (voting layers)
+    source: Callable[[TaskConfig], GeneratedSource | ReasoningGymSource] | None = None  # generated kinds
+
+    @property
+    def generated(self) -> bool:
+        return self.source is not None
 
 
 BOXED = "Put the final answer in \\boxed{}."
 KINDS = {
-    "arithmetic": Kind("exact_match", BOXED, has_boxed),
-    "lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote),
+    "arithmetic": Kind("exact_match", BOXED, has_boxed, source=lambda c: ArithmeticSource(
+        depth=c.depth, max_value=c.max_value, seed=c.seed, num_test=c.num_test)),
+    "lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote,
+                   source=lambda c: LookupSource(depth=c.depth, seed=c.seed, num_test=c.num_test,
+                                                 table_size=c.table_size)),
     "countdown": Kind("countdown_match", "Put one expression that uses every number in \\boxed{}, e.g. "
-                      "\\boxed{(3 + 5) * 2}.", has_boxed),
+                      "\\boxed{(3 + 5) * 2}.", has_boxed, source=lambda c: CountdownSource(
+                          depth=c.depth, max_value=c.max_value, seed=c.seed, num_test=c.num_test)),
     "math": Kind("math_match", BOXED, has_boxed, math_row, math_vote),
     "choice": Kind("choice_match", "Put the letter of the right choice in \\boxed{}, e.g. \\boxed{B}.",
                    states_letter, choice_row, choice_vote),
     "code": Kind("code_tests", "Write the complete Python function in one ```python code block.",
                  has_code_block, code_row, code_vote),
     "jsonl": Kind("exact_match", BOXED, has_boxed, qa_row),
-    "split_arithmetic": Kind("exact_match", BOXED, has_boxed),
-    "split_lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote),
-    "reasoning_gym": Kind("reasoning_gym", BOXED, has_boxed),
-    "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote),
+    "split_arithmetic": Kind("exact_match", BOXED, has_boxed, source=lambda c: SplitArithmeticSource(
+        max_value=c.max_value, seed=c.seed, num_test=c.num_test)),
+    "split_lookup": Kind("lookup_match", "Put the name you reach in \\boxed{}.", has_boxed, vote=lookup_vote,
+                         source=lambda c: SplitLookupSource(depth=c.depth, seed=c.seed, num_test=c.num_test,
+                                                            table_size=c.table_size)),
+    "reasoning_gym": Kind("reasoning_gym", BOXED, has_boxed, source=lambda c: ReasoningGymSource(
+        c.dataset, c.generator_config, c.seed, c.num_test)),
+    "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote,
+                     source=lambda c: NavigateSource(depth=c.depth, seed=c.seed, num_test=c.num_test)),
 }
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
@@ -147,21 +166,10 @@ def build_source(cfg: TaskConfig) -> GeneratedSource | RowSource | ReasoningGymS
 
 
 def _build_source(cfg: TaskConfig) -> GeneratedSource | RowSource | ReasoningGymSource:
-    if cfg.name == "reasoning_gym":
-        return ReasoningGymSource(cfg.dataset, cfg.generator_config, cfg.seed, cfg.num_test)
-    if cfg.name == "arithmetic":
-        return ArithmeticSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
-    if cfg.name == "lookup":
-        return LookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
-    if cfg.name == "navigate":
-        return NavigateSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test)
-    if cfg.name == "split_lookup":
-        return SplitLookupSource(depth=cfg.depth, seed=cfg.seed, num_test=cfg.num_test, table_size=cfg.table_size)
-    if cfg.name == "split_arithmetic":
-        return SplitArithmeticSource(max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
-    if cfg.name == "countdown":
-        return CountdownSource(depth=cfg.depth, max_value=cfg.max_value, seed=cfg.seed, num_test=cfg.num_test)
-    convert = KINDS[cfg.name].convert
+    kind = KINDS[cfg.name]
+    if kind.generated:
+        return kind.source(cfg)
+    convert = kind.convert
     if cfg.dataset:
         def split(name):
             return read_hf_dataset(cfg.dataset, cfg.dataset_config, name, convert) if name else []
