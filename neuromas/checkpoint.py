@@ -55,6 +55,24 @@ def rng_state(sampler: torch.Generator | None = None) -> dict:
     return rng
 
 
+def save_run(target: Path, agents: Agents, texts: dict[str, str], state: dict, world, optimizer=None,
+             sampler: torch.Generator | None = None) -> Path:
+    """A training run's checkpoint at `target`, from every rank of `world`: the adapters, node
+    texts and `state`, and unless `optimizer` is None (the final system: peft adapters at the top
+    level) the optimizer state and every rank's RNG states (with the rollout backend's `sampler`).
+    Every rank takes part in gathering; rank 0 writes; nobody goes on before it is complete."""
+    if optimizer is None:
+        if world.main:
+            save_adapters(target, agents, state, texts)
+    else:
+        world.check_same(agents.parameters(), state["step"])
+        named, rng = {"state": optimizer.named_state()}, world.gather(rng_state(sampler))
+        if world.main:
+            save_checkpoint(target, agents, named, state, rng, texts)
+    world.barrier()
+    return target
+
+
 def save_checkpoint(target: Path, agents: Agents, optimizer_state: dict, trainer_state: dict,
                     rng_states: list[dict] | None = None, texts: dict[str, str] | None = None) -> Path:
     """rng_states: every rank's RNG state, in rank order (default: this process's). texts: node

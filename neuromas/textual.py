@@ -26,6 +26,7 @@ local model. Every proposal, its check, the validation scores and the decision g
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -189,6 +190,30 @@ class TextualOptimizer:
 
     def load_state(self, state: dict | None) -> None:
         self.history = {n: list(h) for n, h in ((state or {}).get("history") or {}).items()}
+
+
+class TextualStep(TextualOptimizer):
+    """The textual step as a training run takes it: the optimizer given, once, an accuracy function
+    on the fixed validation questions (the gate) and, under `textual.top_k`, a bandwidth function
+    (node -> connection weight on the failing episodes, `attribution.failure_weights`)."""
+
+    def __init__(self, cfg: TextualConfig, model_cfg: ModelConfig, accuracy: Callable[[System], float],
+                 bandwidth: Callable[[System, Episodes, torch.Tensor], dict[str, float]] | None = None):
+        super().__init__(cfg, model_cfg)
+        self.accuracy, self.bandwidth = accuracy, bandwidth
+
+    def __call__(self, system: System, episodes: Episodes, rewards: torch.Tensor, step: int
+                 ) -> tuple[System, dict[str, float], dict, str]:
+        """One gated step on a training step's rollout: (the system to go on with, metrics, the log
+        record, one line saying what was decided)."""
+        weights = self.bandwidth(system, episodes, rewards) if self.bandwidth and self.cfg.top_k is not None else None
+        start = time.perf_counter()
+        system, metrics, record = self.step(system, episodes, rewards, self.accuracy, weights)
+        metrics["time/textual"] = time.perf_counter() - start
+        well_formed = sum(p["new_text"] is not None for p in record["proposals"])
+        line = (f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
+                f"{record['validation_after']:.3f}, {well_formed} of {len(record['proposals'])} proposals well-formed)")
+        return system, metrics, record, line
 
 
 def _with_text(node_id: str, text: str) -> Callable[[System], System]:

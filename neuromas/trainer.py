@@ -35,7 +35,7 @@ from neuromas.step_eval import StepEvaluator
 from neuromas.system import System, recipe_texts
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
-from neuromas.textual import TextualOptimizer
+from neuromas.textual import TextualStep
 from neuromas.tracking import NullTracker, Tracker
 from neuromas.update import PolicyUpdate
 
@@ -80,7 +80,7 @@ class Trainer:
                                     build_generator(cfg, system.agents, cfg.train.seed + 7919 * self.world.rank),
                                     self.task.vote)
         self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
-        self.textual = self._textual_optimizer()
+        self.textual = self._textual_step()
         self.state = RunState()
         start = ckpt.check_start(Path(cfg.train.init_from), system.topology.to_dict()) if cfg.train.init_from else None
         if self.world.main:
@@ -129,15 +129,23 @@ class Trainer:
             self.textual.renamed(old_to_new)
         self.tracker.topology(self.topology, self.step)
 
-    def _textual_optimizer(self) -> TextualOptimizer | None:
-        cfg = self.cfg
+    def _textual_step(self) -> TextualStep | None:
+        cfg, alg = self.cfg, self.cfg.algorithm
         if not (cfg.textual.every or cfg.textual.only):
             return None
         if self.world.size > 1:
             raise ConfigError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
         if not self.task.validation:
             raise ConfigError("textual: the gate needs a validation split (task.validation_path)")
-        return TextualOptimizer(cfg.textual, cfg.model)
+        questions = self.task.validation[:cfg.textual.validation_questions]
+
+        def accuracy(system: System) -> float:  # the gate: greedy accuracy on the fixed validation questions
+            return accuracy_over_ranks(self.engine, system, self.task, questions, self.world).mean
+
+        def bandwidth(system: System, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
+            return failure_weights(system.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
+                                   cfg.rollout.temperature, cfg.train.micro_batch_size)  # GBC: top_k
+        return TextualStep(cfg.textual, cfg.model, accuracy, bandwidth)
 
     def close(self) -> None:
         """Release what the run holds beyond this object: the rollout backend, the process group."""
@@ -257,23 +265,12 @@ class Trainer:
     def textual_step(self, step: int, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
         """One gated textual step on this step's rollout (neuromas.textual); the system it commits
         is the one the next rollout runs (its prompts, so no log-prob from before the edit is reused)."""
-        cfg, alg = self.cfg.textual, self.cfg.algorithm
-        weights = None if cfg.top_k is None else failure_weights(  # GBC bandwidth
-            self.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
-            self.cfg.rollout.temperature, self.cfg.train.micro_batch_size)
-        questions = self.task.validation[:cfg.validation_questions]
-        validate = lambda system: accuracy_over_ranks(self.engine, system, self.task, questions,  # noqa: E731
-                                                      self.world).mean
-        aggregation, timer = self.topology.aggregation, Timer()
-        with timer("textual"):
-            self.system, metrics, record = self.textual.step(self.system, episodes, rewards, validate, weights)
-        metrics.update(timer)
+        aggregation = self.topology.aggregation
+        self.system, metrics, record, line = self.textual(self.system, episodes, rewards, step)
         if self.topology.aggregation != aggregation:
             self.tracker.topology(self.topology, self.step)
         self.tracker.textual(record, step)
-        self._print(f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
-                    f"{record['validation_after']:.3f}, {sum(p['new_text'] is not None for p in record['proposals'])}"
-                    f" of {len(record['proposals'])} proposals well-formed)")
+        self._print(line)
         return metrics
 
     def roll_out(self, questions: list, step: int, gate: float = 1.0) -> Episodes:
@@ -349,17 +346,8 @@ class Trainer:
                  "gate": self.schedule.gate(self.state, gated=bool(self.system.new_nodes)),
                  "reward_errors": self.task.num_reward_errors,
                  **({"textual": self.textual.state()} if self.textual is not None else {}), **extra}
-        if adapters_only:
-            if self.world.main:
-                ckpt.save_adapters(target, self.agents, state, self.system.texts)
-        else:  # every rank takes part in gathering the state; rank 0 writes it
-            self.world.check_same(self.agents.parameters(), self.step)
-            optimizer = {"state": self.optimizer.named_state()}
-            rng = self.world.gather(ckpt.rng_state(self.engine.sampler))
-            if self.world.main:
-                ckpt.save_checkpoint(target, self.agents, optimizer, state, rng, self.system.texts)
-        self.world.barrier()  # nobody reads the checkpoint before it is complete
-        return target
+        return ckpt.save_run(target, self.agents, self.system.texts, state, self.world,
+                             None if adapters_only else self.optimizer, self.engine.sampler)
 
     def _resume(self, path: Path) -> None:
         """Continue from the checkpoint at `path` (the latest of the run directory)."""
