@@ -15,13 +15,19 @@ import os
 import random
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from neuromas.agents import Agents
+from neuromas.agents import Agents, load_adapter_states
+from neuromas.config import Config
 from neuromas.errors import NeuromasError
+from neuromas.models import load_base_model
+from neuromas.recipe import load_config
+from neuromas.system import System, recipe_texts
+from neuromas.topology import Topology
 
 STATE_FILE = "trainer_state.json"
 TEXT_FILE = "node_text.txt"  # a node's instruction text, beside its adapter
@@ -244,3 +250,41 @@ def restore_rng(checkpoint: Path, rank: int = 0, sampler: torch.Generator | None
 
 def optimizer_state_from(checkpoint: Path) -> dict:
     return torch.load(checkpoint / "optimizer.pt", weights_only=False)
+
+
+# ---- systems from disk --------------------------------------------------------------------
+
+
+def with_weights_from(system: System, path: Path) -> System:
+    """`system` with the adapter weights and texts saved at `path` loaded into it (the same
+    topology), and the saved system's gated nodes (a hand-grown system's new nodes stay gated)."""
+    load_adapter_states(system.agents, adapter_states_from(path, system.node_ids))
+    return replace(system, new_nodes=frozenset(read_state(path).get("new_nodes", [])),
+                   texts=texts_from(path, system.node_ids))
+
+
+def with_saved(system: System, path: Path) -> System:
+    """The system saved at `path` (its topology, adapters and gated nodes) on `system`'s frozen base."""
+    state = read_state(path)
+    topology = Topology.from_dict(state["topology"])
+    agents = Agents(system.agents.model.unload(), system.agents.tokenizer, system.agents.cfg, topology.node_ids,
+                    all_node_ids=system.agents.all_node_ids)
+    load_adapter_states(agents, adapter_states_from(path, topology.node_ids))
+    return System(agents, topology, frozenset(state.get("new_nodes", [])), texts_from(path, topology.node_ids))
+
+
+def load_system(source: Path, trained: bool = True,
+                all_node_ids: list[str] | None = None) -> tuple[System, Config, Path]:
+    """A saved system (a run directory's final adapters, or a checkpoint), its run's config
+    and the directory it was read from. `trained=False`: the same topology with fresh adapters."""
+    directory, config_path = find_system(source)
+    cfg = load_config(config_path)
+    state = read_state(directory)
+    topology = Topology.from_dict(state["topology"])
+    base, tokenizer = load_base_model(cfg.model)
+    agents = Agents(base, tokenizer, cfg.agents, topology.node_ids, all_node_ids)
+    texts = recipe_texts(cfg.agents.texts, topology.node_ids)  # as the run started
+    if trained:
+        load_adapter_states(agents, readable_adapter_states(directory, topology.node_ids))
+        texts = texts_from(directory, topology.node_ids)
+    return System(agents, topology, frozenset(state.get("new_nodes", [])), texts), cfg, directory

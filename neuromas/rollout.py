@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -48,6 +48,14 @@ class Branch:
     copies: int
 
 
+class BranchGroup(NamedTuple):
+    """A branch carried out: its source episode, the branched node and the copy episodes."""
+
+    source: int
+    node_id: str
+    copies: list[int]
+
+
 @dataclass
 class Episodes:
     """E full-system rollouts: the one batch type that crosses component boundaries.
@@ -63,7 +71,7 @@ class Episodes:
     answer_ids: list[str]  # the answering nodes (the last layer): one sink, or a combined layer's nodes
     full: list[bool]  # [E] whether the episode included the growth-gated new nodes
     num_regular: int  # episodes before the branch copies
-    branches: list[tuple[int, str, list[int]]]  # (source episode, branched node, its copy episodes)
+    branches: list[BranchGroup]
     combined: dict[tuple[int, int], Combined] = field(default_factory=dict)  # (episode, layer) -> its combination
 
     @property
@@ -132,7 +140,7 @@ class RolloutPlan:
     regenerate: list[frozenset[str] | None]  # [E] the nodes a copy re-runs; None: every node
     active: dict[bool, frozenset[str]]  # full -> the nodes such an episode runs
     group_ids: torch.Tensor  # [E] int64, question index within the batch (advantage group)
-    branches: list[tuple[int, str, list[int]]]  # (source episode, branched node, its copy episodes)
+    branches: list[BranchGroup]
     num_regular: int
 
     @property
@@ -165,7 +173,7 @@ def plan_rollout(topology: Topology, new_nodes: frozenset[str], questions: list[
             full.append(full[b.episode])
             source.append(b.episode)
             regenerate.append(redo)
-        groups.append((b.episode, b.node_id, list(range(first, len(samples)))))
+        groups.append(BranchGroup(b.episode, b.node_id, list(range(first, len(samples)))))
     group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
     group_ids = torch.cat([group_ids, group_ids[source[num_regular:]]]).long()
     return RolloutPlan(samples, full, source, regenerate, active, group_ids, groups, num_regular)

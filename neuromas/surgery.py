@@ -7,7 +7,7 @@ from pathlib import Path
 from neuromas import checkpoint as ckpt
 from neuromas.config import StageConfig
 from neuromas.recipe import load_config, save_config
-from neuromas.system import load_system
+from neuromas.checkpoint import load_system
 from neuromas.topology import Topology
 
 

@@ -99,7 +99,7 @@ class Trainer:
                 self.close()  # the serving backend and process group, which the caller cannot reach yet
                 raise
         else:  # another run's adapters (e.g. a hand-grown system), or the fresh ones
-            self._adopt(system.with_weights_from(start) if start is not None else system)
+            self._adopt(ckpt.with_weights_from(system, start) if start is not None else system)
 
     def _fresh_system(self) -> System:
         """The first stage's system with fresh adapters (seeded: the same on every rank), after
@@ -361,7 +361,7 @@ class Trainer:
 
     def _load(self, path: Path, restore_rng: bool) -> dict:
         """Hold the system saved at `path` (topology, adapters, gated nodes) and its optimizer state."""
-        self._adopt(self.system.with_saved(path), ckpt.optimizer_state_from(path)["state"])
+        self._adopt(ckpt.with_saved(self.system, path), ckpt.optimizer_state_from(path)["state"])
         if restore_rng:
             ckpt.restore_rng(path, self.world.rank, self.engine.sampler)
         saved = ckpt.read_state(path)

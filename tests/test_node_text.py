@@ -13,7 +13,8 @@ from neuromas.recipe import load_config
 from neuromas.errors import ConfigError
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import RolloutEngine
-from neuromas.system import System, load_system
+from neuromas.checkpoint import load_system
+from neuromas.system import System
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 from neuromas.trainer import Trainer

@@ -22,7 +22,7 @@ from neuromas.errors import NeuromasError
 from neuromas.pictures import draw_topology
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
-from neuromas.system import load_system
+from neuromas.checkpoint import load_system
 from neuromas.tasks import build_task
 
 

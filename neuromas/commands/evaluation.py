@@ -26,7 +26,8 @@ from neuromas.errors import NeuromasError
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import Accuracy, PairedDifference, paired_difference
-from neuromas.system import System, load_system
+from neuromas.checkpoint import load_system
+from neuromas.system import System
 from neuromas.tasks import build_task
 from neuromas.topology import Topology
 
