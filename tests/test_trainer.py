@@ -63,11 +63,30 @@ def test_eval_before_false_skips_only_the_step_0_evaluation(tiny_model_dir, tmp_
     assert [e["step"] for e in evals] == [1] and len(evals[0]["correct"]) == 2
 
 
-def capture_update_grads(trainer, episodes, advantages) -> dict[str, torch.Tensor]:
-    """The gradient of one update with `advantages` [E] shared by every node of an episode."""
-    trainer.optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only
-    trainer.update(episodes, advantages.unsqueeze(1).expand(-1, len(trainer.topology.node_ids)))
-    return {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
+def one_update(trainer, episodes, advantages, **settings) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The gradient and statistics of one update with `advantages` [E] shared by every node of an
+    episode, by a PolicyUpdate and an optimizer built here from the trainer's settings with
+    `settings` (algorithm.* or train.* fields) changed. The weights are left as they were."""
+    from dataclasses import replace
+
+    from neuromas.metrics import Stats
+    from neuromas.optim import TorchOptimizer
+    from neuromas.update import PolicyUpdate
+
+    cfg = trainer.cfg
+    algorithm = replace(cfg.algorithm, **{k: v for k, v in settings.items() if hasattr(cfg.algorithm, k)})
+    train = replace(cfg.train, **{k: v for k, v in settings.items() if hasattr(cfg.train, k)})
+    update, optimizer = PolicyUpdate(algorithm, train, cfg.rollout.temperature), TorchOptimizer(trainer.agents, train)
+    optimizer.optimizer.step = lambda: None  # keep the weights: compare gradients only
+    optimizer.zero_grad()
+    node_ids = trainer.topology.node_ids
+    stats = update.run(trainer.agents, optimizer, episodes, advantages.unsqueeze(1).expand(-1, len(node_ids)), node_ids)
+    grads = {n: p.grad.clone() for n, p in trainer.agents.model.named_parameters() if p.grad is not None}
+    return grads, update.finish(Stats.combine([stats]), node_ids)
+
+
+def capture_update_grads(trainer, episodes, advantages, **settings) -> dict[str, torch.Tensor]:
+    return one_update(trainer, episodes, advantages, **settings)[0]
 
 
 @pytest.mark.slow  # about 10 s or more on 2 cores
@@ -77,10 +96,8 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
         param.data.normal_(0, 0.1)
     episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
-    trainer.cfg.train.micro_batch_size = 1
-    one_by_one = capture_update_grads(trainer, episodes, advantages)
-    trainer.cfg.train.micro_batch_size = 64
-    at_once = capture_update_grads(trainer, episodes, advantages)
+    one_by_one = capture_update_grads(trainer, episodes, advantages, micro_batch_size=1)
+    at_once = capture_update_grads(trainer, episodes, advantages, micro_batch_size=64)
     assert one_by_one.keys() == at_once.keys() and len(at_once) == len(trainer.agents.parameters())
     for name in at_once:
         assert torch.allclose(one_by_one[name], at_once[name], atol=1e-6, rtol=1e-4), name
@@ -184,22 +201,19 @@ def test_a_sampler_that_differs_from_the_trainer_is_measured_and_corrected(tiny_
     episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
     exact = capture_update_grads(trainer, episodes, advantages)
-    trainer.cfg.algorithm.sampler_correction = mode
-    same = capture_update_grads(trainer, episodes, advantages)  # sampler == trainer: weights of 1
+    same = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode)  # equal: weights of 1
     for name in exact:
         assert torch.allclose(same[name], exact[name], atol=1e-7, rtol=1e-5), name
 
     _shift_sampler(episodes, 0.1)  # p_train / p_sample = exp(-0.1) on every token
-    trainer.cfg.algorithm.sampler_cap = 2.0
-    corrected = capture_update_grads(trainer, episodes, advantages)
+    corrected = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode, sampler_cap=2.0)
     for name in exact:  # truncate and mask both keep a ratio of 0.905 inside [1/2, 2]
         assert torch.allclose(corrected[name], math.exp(-0.1) * exact[name], atol=1e-7, rtol=1e-4), name
     if mode == "mask":  # a cap of 1.05 masks every token: nothing left to train
-        trainer.cfg.algorithm.sampler_cap = 1.05
-        assert all(float(g.abs().max()) == 0 for g in capture_update_grads(trainer, episodes, advantages).values())
+        masked = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode, sampler_cap=1.05)
+        assert all(float(g.abs().max()) == 0 for g in masked.values())
 
-    trainer.cfg.algorithm.sampler_correction = "none"
-    stats = trainer.update(episodes, advantages.unsqueeze(1).expand(-1, len(trainer.topology.node_ids)))
+    _, stats = one_update(trainer, episodes, advantages)
     for node in trainer.topology.node_ids:
         assert stats[f"node/{node}/sampler_gap_mean"] == pytest.approx(0.1, abs=1e-4)
         assert stats[f"node/{node}/sampler_gap_max"] == pytest.approx(0.1, abs=1e-4)
