@@ -71,3 +71,24 @@ def grow_agents(agents: Agents, plan: GrowthPlan, new_ids: list[str], init: str,
     grown = Agents(base, agents.tokenizer, agents.cfg, new_ids, agents.all_node_ids, fresh_nodes=fresh)
     load_adapter_states(grown, states)
     return grown
+
+
+def lineages(stages: list[Topology]) -> list[dict[str, str]]:
+    """For each stage, node id -> the node's lineage name: the ids it has over the stages, from
+    the stage it was born in ("L0N0 -> L1N0" for the sink of [1] grown into [2, 1]; "L0N1 (from
+    stage 1)" for a node born there). Growth renames survivors, so an id alone names a place in
+    the graph, not a node: per-node tables across growth are labelled by lineage."""
+    origin = [{n: (0, n) for n in stages[0].node_ids}]  # node -> (stage it was born in, its id then)
+    for k, (old, new) in enumerate(zip(stages, stages[1:]), 1):
+        plan = plan_growth(old, new)
+        origin.append({**{new_id: origin[-1][old_id] for old_id, new_id in plan.old_to_new.items()},
+                       **{n: (k, n) for n in plan.new_nodes}})
+    ids: dict[tuple[int, str], list[str]] = {}
+    for stage in origin:
+        for n, o in stage.items():
+            if ids.get(o, [None])[-1] != n:
+                ids.setdefault(o, []).append(n)
+
+    def name(o: tuple[int, str]) -> str:
+        return " -> ".join(ids[o]) + (f" (from stage {o[0]})" if o[0] else "")
+    return [{n: name(o) for n, o in stage.items()} for stage in origin]

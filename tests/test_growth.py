@@ -267,3 +267,16 @@ def test_resume_from_the_cli(tiny_model_dir, tmp_path, capsys):
     assert steps == [1, 2, 3]
     assert main(["train", str(RECIPE), *overrides, "--resume", str(tmp_path / "none")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_lineages_name_a_node_by_the_ids_it_has_across_growth():
+    from neuromas.config import TopologyConfig
+    from neuromas.growth import lineages
+    from neuromas.topology import Topology
+
+    stages = [Topology.from_config(TopologyConfig(widths=w)) for w in ([1], [2, 1], [4, 2, 1])]
+    names = lineages(stages)
+    assert names[0] == {"L0N0": "L0N0 -> L1N0 -> L2N0"}
+    assert names[1]["L1N0"] == names[2]["L2N0"] == "L0N0 -> L1N0 -> L2N0"  # the first node, now the sink
+    assert names[1]["L0N0"] == names[2]["L1N0"] == "L0N0 -> L1N0 (from stage 1)"  # same id, another node
+    assert names[2]["L0N3"] == "L0N3 (from stage 2)" and len(set(names[2].values())) == 7

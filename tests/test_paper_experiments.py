@@ -37,7 +37,9 @@ def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch
     assert "over 3 seeds x 100 questions: +0.103 ± 0.027 (paired, 300 questions" in out
     assert "- at step 32: +0.090 ± 0.026" in out
     assert "- over seeds (each seed's difference, mean ± s.e.): +0.103 ± 0.037 (+0.030, +0.140, +0.140)" in out
-    assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 | 0.20 | 0.59 | 0.98 |" in out
+    # per node by lineage: the sink of [1] (L0N0, then L1N0) and the first-layer node born as L0N0
+    assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 -> L1N0 | 0.20 | 0.44 | 0.88 |" in out
+    assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 (from stage 1) | - | 0.59 | 0.98 |" in out
     assert "| three nodes [2, 1], rank 8 each | 2 | 0.098 (19 s) | 0.102 (40 s) | 0.098 (35 s) |" in out
     assert "| one node [1], rank 24 | mean | 0.095 ± 0.009 | 0.124 ± 0.007 | 0.118 ± 0.001 |" in out
     assert (tmp_path / "curves.png").stat().st_size > 10_000

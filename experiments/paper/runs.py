@@ -14,10 +14,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from neuromas.growth import lineages
+from neuromas.recipe import load_config
 from neuromas.stats import Accuracy, paired_difference
+from neuromas.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"  # what the tables and curves are made from, kept in git
@@ -67,16 +71,31 @@ def run(recipe: str, seed: int, out: Path, overrides: tuple[str, ...] = (), arm:
     step_times = [(r["step"], r["time/step"]) for r in rows if "reward/mean" in r and "time/step" in r]
     # rows with a non-zero advantage, i.e. that carry a gradient (none in a text-only run)
     signal = [r["train/rows_updated"] / r["rollout/messages"] for r in rows if "train/rows_updated" in r]
-    truncated = {}  # node -> [(step, share of its messages cut off at the token limit)]
+    names = lineages(stage_topologies(kept))  # per stage: node id -> the node's lineage across growth
+    truncated = {}  # node (by lineage) -> [(step, share of its messages cut off at the token limit)]
     for r in rows:
         for key, value in r.items():
             if key.endswith("/truncated") and "reward/mean" in r:
-                truncated.setdefault(key.split("/")[1], []).append((r["step"], value))
+                node = names[int(r["growth/stage"])][key.split("/")[1]]
+                truncated.setdefault(node, []).append((r["step"], value))
     return {"dir": run_dir, "seed": seed, "before": Accuracy.of(evals[0]["correct"]),
             "after": Accuracy.of(evals[-1]["correct"]), "ids": evals[-1]["ids"], "rewards": rewards,
             "signal": statistics.mean(signal) if signal else None, "truncated": truncated, "step_times": step_times,
             "evals": [(e["step"], Accuracy.of(e["correct"])) for e in evals],
             **json.loads((kept / "wall.json").read_text())}
+
+
+def stage_topologies(kept: Path) -> list[Topology]:
+    """The topology of each stage of the recipe a kept run was made from (recipe.txt: the recipe's
+    text, then its overrides, one per line)."""
+    lines = (kept / "recipe.txt").read_text().splitlines()
+    overrides: list[str] = []
+    while lines and re.match(r"^[\w.]+=", lines[-1]):
+        overrides.insert(0, lines.pop())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "recipe.yaml").write_text("\n".join(lines) + "\n")
+        cfg = load_config(Path(tmp) / "recipe.yaml", overrides)
+    return [Topology.from_config(stage.topology) for stage in cfg.stages()]
 
 
 def _made_from(folder: Path) -> str | None:
@@ -217,7 +236,7 @@ def cut_off_table(results: dict[str, list[dict]], blocks: int = 3) -> None:
     """Share of each node's messages cut off at the token limit (`node/<id>/truncated`), mean over
     each of `blocks` equal spans of steps: a reply that runs away to the limit never reaches its
     answer and scores 0. A node id names a place in the graph: after growth, L0N0 is no longer the
-    answering node."""
+    answering node, so the rows are nodes by lineage (`growth.lineages`): the ids a node has had."""
     spans = _spans(results, blocks)
     print("\nShare of each node's messages cut off at the token limit, mean over each span of steps:\n")
     print("| system | seed | node | " + " | ".join(f"steps {a}-{b}" for a, b in spans) + " |")
