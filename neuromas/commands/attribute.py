@@ -9,7 +9,24 @@ import sys
 from pathlib import Path
 
 from neuromas import rundir
+from neuromas.config import ATTRIBUTION_AGGS, ATTRIBUTION_OBJECTIVES
 from neuromas.errors import NeuromasError
+
+
+def add_parser(commands) -> None:
+    """The `attribute` verb's arguments, on the subparsers `commands`."""
+    at = commands.add_parser("attribute", help="connection weights on a system's failing questions (GBC)",
+                             description="Run a saved system greedily on a split, take GBC/AgentChord connection "
+                                         "weights on its failing episodes, trace each failure back along the "
+                                         "strongest connections, and draw the result (PNG, with JSON beside it).")
+    at.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    at.add_argument("--questions", type=int, default=64, metavar="N", help="the first N questions of the split")
+    at.add_argument("--split", default="test", choices=["test", "validation"])
+    at.add_argument("--objective", default="squared_logits", choices=ATTRIBUTION_OBJECTIVES,
+                    help="what is differentiated (AgentChord: squared_logits)")
+    at.add_argument("--agg", default="l1_mean", choices=ATTRIBUTION_AGGS,
+                    help="how a message's token gradients become one weight")
+    at.add_argument("--out", help="picture file, .png or .svg (default: RUN/attribution.png; the JSON beside it)")
 
 
 def run(args: argparse.Namespace) -> None:

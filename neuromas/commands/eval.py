@@ -12,6 +12,41 @@ from neuromas.config import ABLATIONS
 from neuromas.errors import NeuromasError
 
 
+def add_parser(commands) -> None:
+    """The `eval` verb's arguments, on the subparsers `commands`."""
+    ev = commands.add_parser("eval", help="accuracy of a saved system, or of its baselines; or compare two",
+                             description="Greedy accuracy and pass@k (each with its standard error) of a run's final "
+                                         "system or a checkpoint. Given two, both are evaluated on the same questions "
+                                         "and B - A is printed with a paired 95%% interval and McNemar's test.")
+    ev.add_argument("sources", nargs="+", metavar="RUN_OR_CHECKPOINT", help="one system, or two to compare (A B)")
+    ev.add_argument("--split", default="test", choices=["test", "validation"])
+    ev.add_argument("--samples", type=int, default=1, metavar="K", help="also report pass@K (K sampled rollouts)")
+    ev.add_argument("--vote", type=int, default=0, metavar="K",
+                    help="also report vote@K: the majority answer of K sampled rollouts per question")
+    ev.add_argument("--max-new-tokens", type=int, metavar="N",
+                    help="every node's token limit for this evaluation (default: the recipe's)")
+    ev.add_argument("--questions", type=int, metavar="N", help="only the first N questions of the split")
+    ev.add_argument("--system", default="trained", choices=["trained", "untrained"],
+                    help="untrained: the same topology with fresh adapters (the base model in every node)")
+    ev.add_argument("--single-agent", action="store_true",
+                    help="one node with the same total trainable-parameter budget (rank computed)")
+    ev.add_argument("--against", choices=["untrained", "single-agent", "vote", "tokens"],
+                    help="also evaluate this baseline of the system on the same questions and print the system "
+                         "minus it, paired (A = the baseline, B = the system). Compute-matched: vote (majority of "
+                         "K samples of one node, K = the system's calls) and tokens (one node given the system's "
+                         "total token budget); the node is --baseline's, else the untrained base")
+    ev.add_argument("--baseline", metavar="RUN_OR_CHECKPOINT",
+                    help="with --against vote|tokens: the trained one-node system to use (e.g. the single-agent arm)")
+    ev.add_argument("--messages", metavar="MODES",
+                    help="message ablations, comma-separated: empty (nodes read nothing where a message was) and/or "
+                         "shuffled (the message the same node wrote for another question); prints each beside the "
+                         "real messages and real - ablated, paired")
+    ev.add_argument("--per-node", action="store_true",
+                    help="with --messages: replace one node's outgoing messages at a time (which node matters)")
+    ev.add_argument("--out", help="write the result as JSON here (default: SOURCE/eval-<split>-<system>.json, or "
+                                  "A/compare-<split>-<system>.json for two)")
+
+
 def run(args: argparse.Namespace) -> None:
     if args.samples < 1 or (args.questions is not None and args.questions < 1):
         raise NeuromasError("--samples and --questions must be at least 1")

@@ -7,7 +7,23 @@ import sys
 from pathlib import Path
 
 from neuromas import rundir
+from neuromas.config import CONNECTIVITIES, INITS
 from neuromas.errors import NeuromasError
+
+
+def add_parser(commands) -> None:
+    """The `grow` verb's arguments, on the subparsers `commands`."""
+    grow = commands.add_parser("grow", help="grow a saved system into a bigger one",
+                               description="Grow a trained system (a run directory or a checkpoint) by hand; "
+                                           "train the result with `neuromas train OUT/config.yaml`.")
+    grow.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    grow.add_argument("--widths", required=True, help="new layer widths, e.g. 4,2,1")
+    grow.add_argument("--init", default="copy", choices=INITS, help="how new nodes start")
+    grow.add_argument("--connectivity", choices=[c for c in CONNECTIVITIES if c != "edges"],
+                      help="default: the run's")
+    grow.add_argument("--noise", type=float, default=0.0, help="copy init: std of noise added to copied weights")
+    grow.add_argument("--gate-steps", type=int, default=0, help="new nodes' gate ramps open over this many steps")
+    grow.add_argument("--out", help="output directory (default: SOURCE/grown-<widths>)")
 
 
 def run(args: argparse.Namespace) -> None:

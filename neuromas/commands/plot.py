@@ -7,6 +7,14 @@ import sys
 from pathlib import Path
 
 
+def add_parser(commands) -> None:
+    """The `plot` verb's arguments, on the subparsers `commands`."""
+    plot = commands.add_parser("plot", help="training curves of one or more runs",
+                               description="Reward, accuracy and per-node curves of runs, overlaid, to a PNG.")
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", help="PNG file (default: curves.png in the first run directory)")
+
+
 def run(args: argparse.Namespace) -> None:
     from neuromas.commands.curves import plot_runs
 

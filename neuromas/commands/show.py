@@ -17,6 +17,21 @@ from neuromas.topology import Topology
 from neuromas.tracking import read_jsonl
 
 
+def add_parser(commands) -> None:
+    """The `show` verb's arguments, on the subparsers `commands`."""
+    show = commands.add_parser("show", help="draw a topology, or print a run's transcripts",
+                               description="Print a topology and draw it (PNG/SVG); with --transcripts, print the full "
+                                           "transcripts a run kept instead.")
+    show.add_argument("source", metavar="RECIPE_OR_RUN_OR_CHECKPOINT")
+    show.add_argument("--transcripts", action="store_true",
+                      help="print the run's kept evaluation transcripts (every node's message, the answer, the score)")
+    show.add_argument("--training", action="store_true", help="with --transcripts: the training steps' transcripts")
+    show.add_argument("--step", type=int, help="with --transcripts: this step's (default: the last kept)")
+    show.add_argument("--question", metavar="ID", help="with --transcripts: only this question id (e.g. test-3)")
+    show.add_argument("--out", help="picture file, .png or .svg (default: topology.png in the working directory "
+                                   "for a recipe, in the run directory for a run or checkpoint)")
+
+
 def run(args: argparse.Namespace) -> None:
     source = Path(args.source)
     if not source.exists():

@@ -18,6 +18,24 @@ from neuromas.errors import NeuromasError
 from neuromas.tasks import build_task
 
 
+def add_parser(commands) -> None:
+    """The `train` verb's arguments, on the subparsers `commands`."""
+    train = commands.add_parser("train", help="train a system from a recipe",
+                                description="Train a system from a recipe YAML, with dotted key=value overrides.")
+    train.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
+    train.add_argument("overrides", nargs="*", help="e.g. train.steps=5 topology.widths=[3,1]")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the recipe, its data and the run directory, then exit (the launch/ scripts do "
+                            "this before starting N processes)")
+    train.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="with --dry-run: how many processes the run will have, so that the batch split is "
+                            "checked too (the launch/ scripts pass it)")
+    train.add_argument("--deepspeed", metavar="CONFIG",
+                       help="DeepSpeed config: a shipped name (zero2, zero2-offload, zero0) or a "
+                            "JSON path; same as distributed.deepspeed=CONFIG (default zero2 with N > 1 processes)")
+
+
 def run(args: argparse.Namespace) -> None:
     overrides = [*args.overrides, *([f"distributed.deepspeed={args.deepspeed}"] if args.deepspeed else [])]
     # Recipe, data and run-directory mistakes are answered before torch is imported.
