@@ -34,9 +34,10 @@ def test_equal_budget_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypatch
     # docs/results.md, section 1
     assert "| one node [1], rank 24 | 2 | 48 | 0.110 ± 0.031 | 0.230 ± 0.042 | +0.120 ± 0.038 |" in out
     assert "| three nodes [2, 1], rank 8 each | 3 | 0.090 ± 0.012 |" in out
-    assert "over 3 seeds x 100 questions: +0.103 ± 0.027 (paired, 300 questions" in out
+    assert ("trained accuracy, over seeds: +0.103 ± 0.037 over 3 seeds (+0.030, +0.140, +0.140); t-test p = 0.106 "
+            "on 2 df; detectable at 80% power: 0.197") in out
+    assert "- pooled over 3 seeds x 100 questions: +0.103 ± 0.027 (paired, 300 questions" in out
     assert "- at step 32: +0.090 ± 0.026" in out
-    assert "- over seeds (each seed's difference, mean ± s.e.): +0.103 ± 0.037 (+0.030, +0.140, +0.140)" in out
     # per node by lineage: the sink of [1] (L0N0, then L1N0) and the first-layer node born as L0N0
     assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 -> L1N0 | 0.20 | 0.44 | 0.88 |" in out
     assert "| three nodes [2, 1], rank 8 each | 2 | L0N0 (from stage 1) | - | 0.59 | 0.98 |" in out
@@ -51,9 +52,9 @@ def test_path_dependence_report_is_rebuilt_from_the_kept_runs(tmp_path, monkeypa
     assert "| [4, 2, 1] from scratch | 2 | 24 | 0.320 ± 0.047 | 0.610 ± 0.049 | +0.290 ± 0.056 |" in out
     assert "23.6 min since a resume" in out
     assert "| grown 1 -> 3 -> 7 | 3 | 0.467 ± 0.112 |" in out
-    assert "over 3 seeds x 100 questions: -0.097 ± 0.033 (paired, 300 questions" in out
+    assert "- pooled over 3 seeds x 100 questions: -0.097 ± 0.033 (paired, 300 questions" in out
     assert "35 gained, 64 lost" in out
-    assert "- over seeds (each seed's difference, mean ± s.e.): -0.097 ± 0.079 (+0.010, -0.050, -0.250)" in out
+    assert "over seeds: -0.097 ± 0.079 over 3 seeds (+0.010, -0.050, -0.250); t-test p = 0.344" in out
     assert "| grown 1 -> 3 -> 7 | mean | 0.224 ± 0.014 | 0.229 ± 0.038 | 0.406 ± 0.114 |" in out
 
 
