@@ -38,6 +38,15 @@ def by_question(path: Path, key: str, ids: list[str]) -> Accuracy | None:
     return Accuracy.of([by_id[i] for i in ids])
 
 
+def _changed(path: Path) -> str:
+    """The untrained chain's share of answers that changed with its messages replaced."""
+    if not path.is_file():
+        return ""
+    shares = json.loads(path.read_text()).get("answers_changed", {})
+    return (" Answers of the untrained chain that changed with its messages: "
+            + ", ".join(f"{mode} {share:.2f}" for mode, share in shares.items()) + ".") if shares else ""
+
+
 def report(data: Path, command: str) -> str:
     seeds = sorted(int(p.name.split("seed")[1]) for p in data.glob("chain-seed*") if (p / "wall.json").is_file())
     chain = {s: load(data / f"chain-seed{s}") for s in seeds}
@@ -50,11 +59,13 @@ def report(data: Path, command: str) -> str:
     base = {s: {k: by_question(data / f"single-seed{s}" / f"matched-{k}.json", key, ids)
                 for k, (key, _) in MATCHED.items()} for s in single}
     out = [f"Greedy accuracy on the same {len(ids)} test questions of generated BBH Navigate (± standard error), "
-           f"{len(seeds)} seeds, after {chain[seeds[0]]['steps']} steps; the boxed Yes/No, else the last Yes or No "
+           f"{len(seeds)} seed{'s' * (len(seeds) > 1)}, after {chain[seeds[0]]['steps']} steps; the boxed Yes/No, "
+           "else the last Yes or No "
            "of the reply.", "",
            "Trivial baseline: always Yes (or always No): 0.500 (every split is balanced by construction).",
            "Untrained (fresh adapters leave the base unchanged, so every seed starts here): "
-           + "; ".join(f"{k} {_fmt(a)}" for k, a in untrained.items() if a is not None) + ".", "",
+           + "; ".join(f"{k} {_fmt(a)}" for k, a in untrained.items() if a is not None) + "."
+           + _changed(data / "untrained-chain.json"), "",
            "| seed | arm | trained | trained, messages shuffled | answers changed (shuffled) | "
            "sampled reward, first 4 / last 4 steps | wall | load |", "|" + " --- |" * 8]
     for s in seeds:
