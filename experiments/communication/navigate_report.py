@@ -81,7 +81,8 @@ def report(data: Path, command: str) -> str:
         out += ["", "Compute-matched baselines (the trained single agent; the chain makes 3 calls of at most 64 "
                 "tokens):", ""]
         for s, accs in base.items():
-            out.append(f"- seed {s}: " + "; ".join(f"{MATCHED[k][1]}: {_fmt(a)}" for k, a in accs.items() if a))
+            measured = [f"{MATCHED[k][1]}: {_fmt(a)}" for k, a in accs.items() if a]
+            out.append(f"- seed {s}: " + ("; ".join(measured) or "not measured"))
     both = [s for s in seeds if s in single]
     rows = [("NeuroMAS-3 - single agent (equal parameters), trained",
              [chain[s]["after"].mean - single[s]["after"].mean for s in both]),
