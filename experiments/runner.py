@@ -45,3 +45,22 @@ def train(recipe: str, run_dir: Path, kept: Path | None, *overrides: str) -> Pat
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def drive(doc: str, module: str, run_seed, report, data: Path, steps: int, out: str) -> None:
+    """A driver's command line: `--seeds`, `--steps`, `--out`, and `--report` (only the report from
+    the kept data in `data`). `run_seed(seed, out_dir, steps)` trains what is missing for one seed;
+    `report(data, command)` returns the report's text."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=steps, help="training steps of each arm")
+    parser.add_argument("--out", default=out, help="where the runs are trained")
+    parser.add_argument("--report", action="store_true", help="only print the report from the kept data")
+    args = parser.parse_args()
+    if not args.report:
+        data.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            run_seed(seed, ROOT / args.out, args.steps)
+    print(report(data, f"python -m {module} --seeds " + " ".join(map(str, args.seeds))))

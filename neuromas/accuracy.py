@@ -44,12 +44,6 @@ def graded(engine: RolloutEngine, system: System, task, questions, k: int = 1, g
     return Graded((rewards >= 1.0).view(-1, k), keys, transcripts(episodes, rewards, keep))
 
 
-def correct_answers(engine: RolloutEngine, system: System, task, questions, k: int = 1,
-                    greedy: bool = True) -> torch.Tensor:
-    """[Q, k] bool: which rollouts were correct (`graded`, without the rest)."""
-    return graded(engine, system, task, questions, k, greedy).correct
-
-
 def evaluate_over_ranks(engine: RolloutEngine, system: System, task, questions, world, keep: int = 0,
                         ablation: Ablation | None = None) -> tuple[Accuracy, list, list[dict]]:
     """Greedy accuracy on `questions`, shared out over the ranks of `world` (every rank gets the

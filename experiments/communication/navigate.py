@@ -23,11 +23,10 @@ Settings that differ from the protocol recipes, and why (none chosen on test que
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from experiments.runner import ROOT, neuromas, train
+from experiments.runner import drive, neuromas, train
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "navigate"
@@ -57,19 +56,9 @@ def run_seed(seed: int, out: Path, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=12, help="training steps of each arm")
-    parser.add_argument("--out", default="runs/navigate", help="where the runs are trained")
-    parser.add_argument("--report", action="store_true", help="only print the report from the kept data")
-    args = parser.parse_args()
-    if not args.report:
-        DATA.mkdir(parents=True, exist_ok=True)
-        for seed in args.seeds:
-            run_seed(seed, ROOT / args.out, args.steps)
     from experiments.communication.navigate_report import report
 
-    print(report(DATA, "python -m experiments.communication.navigate --seeds " + " ".join(map(str, args.seeds))))
+    drive(__doc__, "experiments.communication.navigate", run_seed, report, DATA, steps=12, out="runs/navigate")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,9 @@ them). Seeds vary the training question stream too (task.stream_seed).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from experiments.runner import ROOT, neuromas, train
+from experiments.runner import drive, neuromas, train
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -36,19 +35,9 @@ def run_seed(seed: int, out: Path, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=16, help="training steps of each arm")
-    parser.add_argument("--out", default="runs/communication", help="where the runs are trained")
-    parser.add_argument("--report", action="store_true", help="only print the report from the kept data")
-    args = parser.parse_args()
-    if not args.report:
-        for seed in args.seeds:
-            run_seed(seed, ROOT / args.out, args.steps)
     from experiments.communication.report import report
 
-    print(report(DATA, "python -m experiments.communication.split_views --seeds "
-                       + " ".join(map(str, args.seeds))))
+    drive(__doc__, "experiments.communication.split_views", run_seed, report, DATA, steps=16, out="runs/communication")
 
 
 if __name__ == "__main__":
