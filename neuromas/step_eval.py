@@ -3,8 +3,6 @@ change since step 0, message ablations (`eval.ablations`) and a few full transcr
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable
 
 from neuromas.config import EvalConfig
@@ -13,16 +11,16 @@ from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import paired_difference
 from neuromas.system import System
 from neuromas.tasks import Task
-from neuromas.tracking import record_eval
 
 
 class StepEvaluator:
-    """Evaluates a system at a training step; rank 0 logs, prints and writes the files."""
+    """Evaluates a system at a training step; every rank evaluates its share, the tracker (rank 0's)
+    keeps the results."""
 
-    def __init__(self, cfg: EvalConfig, engine: RolloutEngine, task: Task, world, tracker, run_dir: Path,
+    def __init__(self, cfg: EvalConfig, engine: RolloutEngine, task: Task, world, tracker,
                  say: Callable[[str], None]):
         self.cfg, self.engine, self.task, self.world = cfg, engine, task, world
-        self.tracker, self.run_dir, self.say = tracker, run_dir, say
+        self.tracker, self.say = tracker, say
 
     def __call__(self, system: System, step: int) -> None:
         questions = self.task.test[:self.cfg.num_questions]
@@ -46,15 +44,7 @@ class StepEvaluator:
             self.say(f"eval  step {step:>4} | {mode} messages: accuracy {ablated[mode]}; real - {mode}: {real_minus}; "
                      f"answers changed: {changed:.3f}")
         self.tracker.log(metrics, step)
-        if not self.world.main:
-            return
-        self._keep_transcripts(rows, step)
-        change = record_eval(self.run_dir / "evals.jsonl", step, [q.id for q in questions], accuracy, ablated)
+        change = self.tracker.evaluation(step, [q.id for q in questions], accuracy, ablated, rows)
         if change is not None:
             self.tracker.log({"eval/change": change.difference, "eval/change_se": change.se}, step)
             self.say(f"eval  step {step:>4} | change since step 0: {change}")
-
-    def _keep_transcripts(self, rows: list[dict], step: int) -> None:
-        with (self.run_dir / "eval_transcripts.jsonl").open("a") as f:
-            for row in rows:
-                f.write(json.dumps({"step": step, "messages_read": "real", **row}) + "\n")

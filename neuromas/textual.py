@@ -34,8 +34,9 @@ import torch
 
 from neuromas.agents import BASE, Agents
 from neuromas.aggregation import AGGREGATIONS
-from neuromas.attribution import failing_episodes
-from neuromas.config import AgentsConfig, LoraSettings, ModelConfig, TextualConfig
+from neuromas.accuracy import accuracy_over_ranks
+from neuromas.attribution import failing_episodes, failure_weights
+from neuromas.config import AgentsConfig, Config, LoraSettings, ModelConfig, TextualConfig
 from neuromas.errors import ConfigError
 from neuromas.rollout import Episodes
 from neuromas.system import System
@@ -214,6 +215,27 @@ class TextualStep(TextualOptimizer):
         line = (f"text  step {step:>4} | {record['decision']} (validation {record['validation_before']:.3f} -> "
                 f"{record['validation_after']:.3f}, {well_formed} of {len(record['proposals'])} proposals well-formed)")
         return system, metrics, record, line
+
+    @classmethod
+    def for_run(cls, cfg: Config, task, engine, world) -> "TextualStep | None":
+        """The textual step a run's recipe asks for (None without `textual.every` or `.only`): its
+        gate is greedy accuracy on the first `textual.validation_questions` validation questions,
+        its bandwidth GBC's connection weights on the failing episodes."""
+        if not (cfg.textual.every or cfg.textual.only):
+            return None
+        if world.size > 1:
+            raise ConfigError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
+        if not task.validation:
+            raise ConfigError("textual: the gate needs a validation split (task.validation_path)")
+        questions, alg = task.validation[:cfg.textual.validation_questions], cfg.algorithm
+
+        def accuracy(system: System) -> float:
+            return accuracy_over_ranks(engine, system, task, questions, world).mean
+
+        def bandwidth(system: System, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
+            return failure_weights(system.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
+                                   cfg.rollout.temperature, cfg.train.micro_batch_size)
+        return cls(cfg.textual, cfg.model, accuracy, bandwidth)
 
 
 def _with_text(node_id: str, text: str) -> Callable[[System], System]:

@@ -1,6 +1,6 @@
 """What a run writes besides checkpoints, all on rank 0 (`Tracker`; `NullTracker` on every other
-rank): metrics (``metrics.jsonl`` always, wandb when asked for), transcripts, textual steps,
-growth events, the topology picture, and their rewind when a run resumes."""
+rank): metrics (``metrics.jsonl`` always, wandb when asked for), transcripts, evaluations, textual
+steps, growth events, the topology picture, and their rewind when a run resumes."""
 
 from __future__ import annotations
 
@@ -74,6 +74,15 @@ class Tracker:
         (self.path.parent / "topology.txt").write_text(topology.describe() + "\n")
         self.image("topology", draw_topology(topology, self.path.parent / "topology.png"), step)
 
+    def evaluation(self, step: int, question_ids: list[str], accuracy: Accuracy, ablated: dict[str, Accuracy],
+                   transcripts: list[dict]) -> PairedDifference | None:
+        """One evaluation: its per-question results to evals.jsonl (`record_eval`), its full
+        transcripts to eval_transcripts.jsonl; returns its paired change since step 0, if any."""
+        with (self.path.parent / "eval_transcripts.jsonl").open("a") as f:
+            for row in transcripts:
+                f.write(json.dumps({"step": step, "messages_read": "real", **row}) + "\n")
+        return record_eval(self.path.parent / "evals.jsonl", step, question_ids, accuracy, ablated)
+
     def growth(self, step: int, stage: int, widths: list[int], init: str, plan) -> None:
         """One growth event (a `growth.GrowthPlan` carried out) to growth.jsonl."""
         with (self.path.parent / "growth.jsonl").open("a") as f:
@@ -112,6 +121,9 @@ class NullTracker:
     def textual(self, record: dict, step: int) -> None: ...
 
     def topology(self, topology, step: int) -> None: ...
+
+    def evaluation(self, step: int, question_ids: list[str], accuracy: Accuracy, ablated: dict[str, Accuracy],
+                   transcripts: list[dict]) -> None: ...
 
     def growth(self, step: int, stage: int, widths: list[int], init: str, plan) -> None: ...
 

@@ -1,53 +1,39 @@
 """Joint policy-gradient training of every node from the final task reward.
 
-One step, in named phases: sample questions -> roll out K full-system episodes each -> score
-the sink's answers -> assign credit (advantages per episode and node, `credit.assign`) -> one
-loss over every node's sampled tokens -> one optimizer step on all adapters. Around the steps,
-`StageSchedule` decides when a stage ends, grows or rolls back, and `RunState` is where the run
-stands (what a checkpoint holds).
+The steps themselves are `step.PolicyGradientStep`'s; around them, `StageSchedule` decides when a
+stage ends, grows or rolls back, and `RunState` is where the run stands (what a checkpoint holds).
+The trainer carries those decisions out and is the one place the live system changes hands.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from neuromas import checkpoint as ckpt
-from neuromas import credit
 from neuromas.agents import Agents
-from neuromas.attribution import failure_weights
 from neuromas.config import Config, StageConfig
 from neuromas.recipe import save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
 from neuromas.errors import ConfigError, Interrupted, NeuromasError
 from neuromas.accuracy import accuracy_over_ranks
-from neuromas.metrics import Stats, Timer, reward_summary, step_metrics, summary_line, transcripts
+from neuromas.metrics import summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
 from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
+from neuromas.step import PolicyGradientStep, StepResult
 from neuromas.step_eval import StepEvaluator
 from neuromas.system import System, recipe_texts
 from neuromas.tasks import Task, build_task
 from neuromas.topology import Topology
 from neuromas.textual import TextualStep
 from neuromas.tracking import NullTracker, Tracker
-from neuromas.update import PolicyUpdate
-
-
-@dataclass
-class StepResult:
-    """What one step made: its metrics, and the rollout and rewards they came from (which the
-    textual step and the kept transcripts read)."""
-
-    metrics: dict[str, float]
-    episodes: Episodes
-    rewards: torch.Tensor
 
 
 class Trainer:
@@ -79,8 +65,8 @@ class Trainer:
         self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
                                     build_generator(cfg, system.agents, cfg.train.seed + 7919 * self.world.rank),
                                     self.task.vote)
-        self.policy_update = PolicyUpdate(cfg.algorithm, cfg.train, cfg.rollout.temperature)
-        self.textual = self._textual_step()
+        self.steps = PolicyGradientStep(cfg, self.task, self.engine, self.world)
+        self.textual = TextualStep.for_run(cfg, self.task, self.engine, self.world)
         self.state = RunState()
         start = ckpt.check_start(Path(cfg.train.init_from), system.topology.to_dict()) if cfg.train.init_from else None
         if self.world.main:
@@ -89,8 +75,7 @@ class Trainer:
             self.tracker = Tracker(cfg.tracking, self.run_dir, cfg.name, to_dict(cfg))
         else:
             self.tracker = NullTracker()
-        self.evaluator = StepEvaluator(cfg.eval, self.engine, self.task, self.world, self.tracker, self.run_dir,
-                                       self._print)
+        self.evaluator = StepEvaluator(cfg.eval, self.engine, self.task, self.world, self.tracker, self._print)
         self.system = system
         if resume:
             try:
@@ -129,24 +114,6 @@ class Trainer:
             self.textual.renamed(old_to_new)
         self.tracker.topology(self.topology, self.step)
 
-    def _textual_step(self) -> TextualStep | None:
-        cfg, alg = self.cfg, self.cfg.algorithm
-        if not (cfg.textual.every or cfg.textual.only):
-            return None
-        if self.world.size > 1:
-            raise ConfigError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
-        if not self.task.validation:
-            raise ConfigError("textual: the gate needs a validation split (task.validation_path)")
-        questions = self.task.validation[:cfg.textual.validation_questions]
-
-        def accuracy(system: System) -> float:  # the gate: greedy accuracy on the fixed validation questions
-            return accuracy_over_ranks(self.engine, system, self.task, questions, self.world).mean
-
-        def bandwidth(system: System, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
-            return failure_weights(system.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
-                                   cfg.rollout.temperature, cfg.train.micro_batch_size)  # GBC: top_k
-        return TextualStep(cfg.textual, cfg.model, accuracy, bandwidth)
-
     def close(self) -> None:
         """Release what the run holds beyond this object: the rollout backend, the process group."""
         self.engine.close()
@@ -174,7 +141,7 @@ class Trainer:
         history = []
         with StopRequests() as stop:
             if self.step == 0 and self.cfg.eval.before:
-                self._evaluate(step=0)
+                self.evaluator(self.system, step=0)
                 if stop.requested(self.world):
                     self.tracker.close()
                     raise Interrupted(0, None, self.run_dir)
@@ -191,7 +158,7 @@ class Trainer:
                             raise Interrupted(self.step, checkpoint, self.run_dir)
                     self._end_stage()
             if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):  # else the last step just did
-                self._evaluate(self.step)  # a signal here: the evaluation ends, the run completes
+                self.evaluator(self.system, self.step)  # a signal here: the evaluation ends, the run completes
             self.save(self.run_dir / "adapters", adapters_only=True)
         self.world.check_same(self.agents.parameters(), self.step)
         self.tracker.close()
@@ -202,7 +169,7 @@ class Trainer:
         self.state = self.state.stepped()
         step, gate = self.step, self.schedule.gate(self.state, gated=bool(self.system.new_nodes))
         texts = dict(self.system.texts)  # what this step's rollout was prompted with (a textual step may edit them)
-        made = self.text_only_step(step, gate) if cfg.textual.only else self.train_step(step, gate)
+        made = self.steps.sample_only(self.system, step, gate) if cfg.textual.only else self.train_step(step, gate)
         metrics = made.metrics
         if self.textual is not None and (cfg.textual.only or step % cfg.textual.every == 0):
             metrics.update(self.textual_step(step, made.episodes, made.rewards))
@@ -214,7 +181,7 @@ class Trainer:
             self.tracker.transcripts([{**row, "node_texts": texts} for row in rows], step)
         self._print(summary_line(step, cfg.train.steps, metrics, self.topology.node_ids))
         if cfg.eval.every and step % cfg.eval.every == 0:
-            self._evaluate(step)
+            self.evaluator(self.system, step)
             if self.schedule.validates_each_eval(self.state):
                 self.state = self.state.validated(self._validate())
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
@@ -224,43 +191,10 @@ class Trainer:
         return metrics
 
     def train_step(self, step: int, gate: float = 1.0) -> StepResult:
-        """Roll out, score, assign credit and update once on the questions of `step` (1-based)."""
-        cfg, timer = self.cfg, Timer()
-        with timer("step"):
-            questions = self.world.shard(self.task.train_batch(step - 1, cfg.train.questions_per_step))
-            with timer("rollout"):
-                episodes = self.roll_out(questions, step, gate)
-            with timer("reward"):
-                task_rewards = self.task.score(episodes.answers(), episodes.samples)
-            with timer("credit"):
-                assigned = credit.assign(cfg.algorithm, episodes, task_rewards, self.agents, self.topology,
-                                         cfg.rollout.samples_per_question, self.state.baseline,
-                                         cfg.rollout.temperature, cfg.train.micro_batch_size, self.world.gather)
-                self.state = replace(self.state, baseline=assigned.baseline)
-            with timer("update"):
-                update_metrics = self.update(episodes, assigned.advantages)
-        stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
-        stats.update({**update_metrics, "credit/mode": cfg.algorithm.credit}, "same")  # already global
-        stats.update(assigned.metrics, "mean")
-        stats.add("reward/errors", float(self.task.num_reward_errors))  # answers a raising reward scored 0, so far
-        stats.update(timer, "max")  # the slowest rank's
-        if self.engine.sync_seconds() is not None:  # adapters sent to a serving backend before this rollout
-            stats.peak("time/sync", self.engine.sync_seconds())
-        metrics = Stats.combine(self.world.gather(stats)).values
-        if self.world.size > 1:  # exact over every rank's episodes
-            metrics.update(reward_summary(torch.cat(self.world.gather(task_rewards[:episodes.num_regular])), "reward"))
-        return StepResult(metrics, episodes, task_rewards)
-
-    def text_only_step(self, step: int, gate: float = 1.0) -> StepResult:
-        """The rollout and rewards of `step`, without credit or update (`textual.only`: the
-        textual step that follows is the only training)."""
-        timer = Timer()
-        with timer("step"), timer("rollout"):
-            episodes = self.roll_out(self.task.train_batch(step - 1, self.cfg.train.questions_per_step), step, gate)
-        task_rewards = self.task.score(episodes.answers(), episodes.samples)
-        stats = step_metrics(episodes, task_rewards, self.topology.node_ids)
-        stats.update(timer, "max")
-        return StepResult(Stats.combine([stats]).values, episodes, task_rewards)
+        """One policy-gradient step on the questions of `step` (1-based), on the live system."""
+        made = self.steps.train(self.system, self.optimizer, step, gate, self.state.baseline)
+        self.state = replace(self.state, baseline=made.baseline)
+        return made
 
     def textual_step(self, step: int, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
         """One gated textual step on this step's rollout (neuromas.textual); the system it commits
@@ -272,24 +206,6 @@ class Trainer:
         self.tracker.textual(record, step)
         self._print(line)
         return metrics
-
-    def roll_out(self, questions: list, step: int, gate: float = 1.0) -> Episodes:
-        """K sampled episodes per question, plus branch copies under branch credit."""
-        cfg, alg = self.cfg, self.cfg.algorithm
-        branches = [] if alg.credit != "branch" else credit.plan_branches(
-            self.topology.node_ids, len(questions), cfg.rollout.samples_per_question, alg.branch_per_question,
-            alg.branch_samples, step)
-        return self.engine.run(self.system, questions, cfg.rollout.samples_per_question, gate=gate, branches=branches)
-
-    def update(self, episodes: Episodes, advantages: torch.Tensor) -> dict[str, float]:
-        """Optimizer step(s) on every adapter; advantages [E, N] (episodes x nodes)."""
-        node_ids, update = self.topology.node_ids, self.policy_update
-        totals = {k: self.world.sum(v) for k, v in update.totals(episodes, advantages, node_ids).items()}
-        stats = update.run(self.agents, self.optimizer, episodes, advantages, node_ids, totals)
-        return update.finish(Stats.combine(self.world.gather(stats)), node_ids)
-
-    def _evaluate(self, step: int) -> None:
-        self.evaluator(self.system, step)
 
     def _validate(self) -> float:
         questions = self.task.validation[:self.cfg.growth.validation_questions]

@@ -55,7 +55,7 @@ def update(out: Path, overrides: list[str]) -> None:
     advantages = torch.linspace(-1, 1, episodes.num_episodes).unsqueeze(1).expand(-1, len(trainer.topology.node_ids))
     per_rank = len(questions) // trainer.world.size
     mine = range(trainer.world.rank * per_rank, (trainer.world.rank + 1) * per_rank)
-    metrics = trainer.update(*select_questions(episodes, advantages, mine))
+    metrics = trainer.steps.update(trainer.system, trainer.optimizer, *select_questions(episodes, advantages, mine))
     save_rank(trainer, out / "ranks")
     if trainer.world.main:
         (out / "metrics.json").write_text(json.dumps(metrics))
