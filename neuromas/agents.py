@@ -148,6 +148,22 @@ class Agents:
             spans.append((tokens[0], tokens[-1] + 1) if tokens else (0, 0))
         return torch.tensor(encoded.input_ids, dtype=torch.long), spans
 
+    def tool_result_ids(self, result: str) -> torch.Tensor:
+        """The tokens that follow a node's tool call: the end of its turn, the result as a tool turn
+        and the header of its next turn, as the chat template renders them (inline
+        ``<tool_response>`` text for a template without a tool role)."""
+        mark = "\x00NEUROMAS-CALL\x00"
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+        try:
+            full = self.tokenizer.apply_chat_template(turns + [{"role": "tool", "content": result}], tokenize=False,
+                                                      add_generation_prompt=True)
+            text = full[full.index(mark) + len(mark):]
+            if result not in text:
+                raise ValueError("the template drops tool turns")
+        except Exception:  # no tool role in this template (jinja raises, or the result vanished)
+            text = f"\n<tool_response>\n{result}\n</tool_response>\n"
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
+
     def decode(self, ids: torch.Tensor) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 

@@ -143,6 +143,18 @@ class PromptsConfig:
 
 
 @dataclass
+class SandboxSettings:
+    """The limits of one program run in the code sandbox (task.name: code; tasks/sandbox.py)."""
+
+    wall_s: float = 10.0
+    cpu_s: int = 5
+    memory_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_positive("task.sandbox", self, "wall_s", "cpu_s", "memory_mb")
+
+
+@dataclass
 class TaskConfig:
     # Kinds. Generated, with a `depth` knob: arithmetic (nested expressions), lookup (multi-hop
     # chains through a table), countdown (reach a target from given numbers). From data (task.path
@@ -185,9 +197,7 @@ class TaskConfig:
     validation_split: Optional[str] = None
     # code
     code_score: str = "all"  # all: 1 if every test passes | fraction: the share that pass
-    sandbox_wall_s: float = 10.0  # per program run
-    sandbox_cpu_s: int = 5
-    sandbox_memory_mb: int = 1024
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # each program run's limits
 
     def __post_init__(self) -> None:
         from neuromas.tasks import KINDS  # the one table of task kinds (no torch)
@@ -202,8 +212,7 @@ class TaskConfig:
         if self.generator_config and self.name != "reasoning_gym":
             raise ConfigError(f"task.generator_config: only task.name=reasoning_gym reads it (this task is "
                               f"{self.name})")
-        _check_positive("task", self, "depth", "max_value", "num_test", "table_size", "sandbox_wall_s",
-                        "sandbox_cpu_s", "sandbox_memory_mb")
+        _check_positive("task", self, "depth", "max_value", "num_test", "table_size")
         _check_positive("task", self, "format_weight", allow_zero=True)
         _check_choice("task", "code_score", self.code_score, ("all", "fraction"))
         _check_choice("task", "extract", self.extract, ("last_number", "boxed"))
@@ -258,6 +267,70 @@ class RolloutConfig:
 
 
 @dataclass
+class KLSettings:
+    """A KL penalty to the base model (the adapters disabled)."""
+
+    coef: float = 0.0  # its weight (0: off)
+    estimator: str = "k3"  # k1 | k3
+    applied_to: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm.kl", "estimator", self.estimator, KL_ESTIMATORS)
+        _check_choice("algorithm.kl", "applied_to", self.applied_to, ("loss", "reward"))
+        _check_positive("algorithm.kl", self, "coef", allow_zero=True)
+
+
+@dataclass
+class OffPolicySettings:
+    """When the sampler is not the trainer (rollout.backend=vllm, or bf16), their log-probs differ a
+    little and the samples are slightly off-policy. The gap is logged either way (train/sampler_kl,
+    node/*/sampler_gap_*); docs/algorithms.md."""
+
+    # none: ignore it (right for the hf backend in fp32, where they agree to ~1e-5); truncate: weight
+    # each token by min(p_train / p_sample, cap) (truncated importance sampling); mask: drop tokens
+    # whose ratio exceeds cap or is below 1/cap.
+    correction: str = "none"
+    cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm.off_policy", "correction", self.correction, ("none", "truncate", "mask"))
+        if self.cap <= 1:
+            raise ConfigError(f"algorithm.off_policy.cap: must be > 1, got {self.cap}")
+
+
+@dataclass
+class BranchSettings:
+    """credit: branch: counterfactual resamples of one node's message (docs/algorithms.md)."""
+
+    per_question: int = 1  # how many (episode, node) pairs are branched per question
+    samples: int = 2  # resamples of the branched node (M)
+    shared: bool = False  # also train un-branched messages with the shared advantage
+
+    def __post_init__(self) -> None:
+        _check_positive("algorithm.branch", self, "per_question", "samples")
+
+
+@dataclass
+class AttributionSettings:
+    """credit: attribution, GBC's bandwidth (textual.top_k) and `neuromas attribute`: how much each
+    upstream message moved a node's output, from the gradient."""
+
+    # per message, l1_mean | l1_max of the gradient's per-token L1 norm, or the mean of the gradient .
+    # embedding per token: grad_x_input (absolute) | grad_x_input_signed (AgentChord's signed variant; a
+    # message that pushed against the output gets no share of the credit)
+    agg: str = "l1_mean"
+    # what is differentiated: logprob (sum of log p of the message) | squared_logits (AgentChord: sum
+    # of the squared raw logits of the sampled tokens)
+    objective: str = "logprob"
+    top_k: Optional[int] = None  # keep each node's k most salient inputs
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm.attribution", "agg", self.agg, ATTRIBUTION_AGGS)
+        _check_choice("algorithm.attribution", "objective", self.objective, ATTRIBUTION_OBJECTIVES)
+        _check_positive("algorithm.attribution", self, "top_k")
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: str = "rloo"  # rloo | grpo (mean/std) | dr_grpo (mean only) | reinforce (moving-average baseline)
     baseline_decay: float = 0.9  # reinforce: EMA decay of the baseline
@@ -268,18 +341,12 @@ class AlgorithmConfig:
     clip_low: float = 0.2  # clip: ratio floor 1 - clip_low
     clip_high: float = 0.2  # clip: ratio ceiling 1 + clip_high (e.g. 0.28 for "clip-higher")
     loss_agg: str = "node"  # node (each node's token mean, summed) | token (one token mean) | sequence
-    credit: str = "shared"  # shared | per_node | branch (docs/algorithms.md)
-    branch_per_question: int = 1  # branch: how many (episode, node) pairs are branched per question
-    branch_samples: int = 2  # branch: resamples of the branched node (M)
-    branch_shared: bool = False  # branch: also train un-branched messages with the shared advantage
-    # attribution: per message, l1_mean | l1_max of the gradient's per-token L1 norm, or the mean of the
-    # gradient . embedding per token: grad_x_input (absolute) | grad_x_input_signed (AgentChord's signed
-    # variant; a message that pushed against the output gets no share of the credit)
-    attribution_agg: str = "l1_mean"
-    # attribution: what is differentiated: logprob (sum of log p of the message) | squared_logits
-    # (AgentChord: sum of the squared raw logits of the sampled tokens)
-    attribution_objective: str = "logprob"
-    attribution_top_k: Optional[int] = None  # attribution: keep each node's k most salient inputs
+    entropy_coef: float = 0.0  # entropy bonus in the loss (entropy is logged either way)
+    kl: KLSettings = field(default_factory=KLSettings)
+    off_policy: OffPolicySettings = field(default_factory=OffPolicySettings)
+    credit: str = "shared"  # shared | per_node | branch | attribution (docs/algorithms.md)
+    branch: BranchSettings = field(default_factory=BranchSettings)
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
     # A message cut off at its token limit costs its node this much reward, against the other
     # samples of the same question (leave-one-out, added to the node's advantage; branch copies
     # excluded). It pulls a node back from running away to the limit even in groups where every
@@ -287,17 +354,6 @@ class AlgorithmConfig:
     # 0: off. Built after the equal-budget rerun (docs/results.md, section 1), where the [2, 1]
     # nodes' messages ran away to the limit after growth; not yet measured.
     cutoff_penalty: float = 0.0
-    kl_coef: float = 0.0  # weight of the KL to the base model (adapters disabled)
-    kl_estimator: str = "k3"  # k1 | k3
-    kl_in: str = "loss"  # loss (per-token penalty) | reward (episode penalty before advantages)
-    entropy_coef: float = 0.0  # entropy bonus in the loss (entropy is logged either way)
-    # When the sampler is not the trainer (rollout.backend=vllm, or bf16), their log-probs differ a
-    # little and the samples are slightly off-policy. none: ignore it (right for the hf backend in
-    # fp32, where they agree to ~1e-5); truncate: weight each token by min(p_train / p_sample, cap)
-    # (truncated importance sampling); mask: drop tokens whose ratio exceeds cap or is below 1/cap.
-    # The gap is logged either way (train/sampler_kl, node/*/sampler_gap_*). docs/algorithms.md.
-    sampler_correction: str = "none"
-    sampler_cap: float = 2.0
 
     def __post_init__(self) -> None:
         sec = "algorithm"
@@ -305,20 +361,11 @@ class AlgorithmConfig:
         _check_choice(sec, "loss", self.loss, ("pg", "clip"))
         _check_choice(sec, "loss_agg", self.loss_agg, ("node", "token", "sequence"))
         _check_choice(sec, "credit", self.credit, CREDITS)
-        _check_choice(sec, "attribution_agg", self.attribution_agg, ATTRIBUTION_AGGS)
-        _check_choice(sec, "attribution_objective", self.attribution_objective, ATTRIBUTION_OBJECTIVES)
-        _check_choice(sec, "kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        _check_choice(sec, "kl_in", self.kl_in, ("loss", "reward"))
-        _check_choice(sec, "sampler_correction", self.sampler_correction, ("none", "truncate", "mask"))
-        if self.sampler_cap <= 1:
-            raise ConfigError(f"algorithm.sampler_cap: must be > 1, got {self.sampler_cap}")
-        _check_positive(sec, self, "epochs", "branch_per_question", "branch_samples", "reward_scale", "reward_clip",
-                        "attribution_top_k")
-        _check_positive(sec, self, "kl_coef", "entropy_coef", "clip_low", "clip_high", "cutoff_penalty",
-                        allow_zero=True)
-        if self.cutoff_penalty and self.credit == "branch" and not self.branch_shared:
+        _check_positive(sec, self, "epochs", "reward_scale", "reward_clip")
+        _check_positive(sec, self, "entropy_coef", "clip_low", "clip_high", "cutoff_penalty", allow_zero=True)
+        if self.cutoff_penalty and self.credit == "branch" and not self.branch.shared:
             raise ConfigError("algorithm.cutoff_penalty: not with credit: branch alone, which trains only branched "
-                              "messages (set branch_shared: true, or cutoff_penalty: 0)")
+                              "messages (set branch.shared: true, or cutoff_penalty: 0)")
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"algorithm.baseline_decay: must be in [0, 1), got {self.baseline_decay}")
 
@@ -386,6 +433,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class ToolsConfig:
+    """Tools a node may call while it writes its message (neuromas.tools, docs/tools.md). Off
+    while `use` is empty."""
+
+    # python (runs the code in the sandbox) | pkg.module:function | path/to/file.py:function; a function
+    # needs type hints and a docstring with an Args section (its JSON schema is made from them)
+    use: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # the nodes that may call them; empty: every node
+    max_calls: int = 2  # tool calls per node per turn; a call after the last is not run
+    timeout_s: float = 10.0  # per call; a call that takes longer gets an error result
+    max_result_chars: int = 1000  # a longer result is cut, saying how much was left out
+
+    def __post_init__(self) -> None:
+        _check_positive("tools", self, "max_calls", "timeout_s", "max_result_chars")
+
+
+@dataclass
 class DistributedConfig:
     """How N processes share the work (one process needs none of this).
 
@@ -426,8 +490,8 @@ INITS = ("copy", "zero", "fresh")
 @dataclass
 class GrowthConfig:
     """Progressive growth: train a small system, grow it, train again. With `stages` set, the
-    run's topology and step count come from the stages (`topology`, `train.steps` are set to
-    the first stage's topology and the total)."""
+    stages are the only source of the run's topology and step count (`Config.stages()`,
+    `Config.total_steps`); a recipe's `topology` and `train.steps` beside them must agree or go."""
 
     stages: list[StageConfig] = field(default_factory=list)
     margin: Optional[float] = None  # roll back a grown stage whose validation accuracy falls below its parent's by more
@@ -490,16 +554,31 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     textual: TextualConfig = field(default_factory=TextualConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         if self.algorithm.advantage != "reinforce" and self.rollout.samples_per_question < 2:
             raise ConfigError(f"rollout.samples_per_question: algorithm.advantage {self.algorithm.advantage} "
                               "compares samples of a question, so it needs at least 2")
-        if self.growth.stages:
-            self.topology = self.growth.stages[0].topology
-            self.train.steps = sum(stage.steps for stage in self.growth.stages)
+        all_ids = self.node_ids()
+        for key, ids in (("agents.texts", self.agents.texts), ("train.frozen_nodes", self.train.frozen_nodes),
+                         ("tools.nodes", self.tools.nodes)):
+            unknown = sorted(set(ids) - set(all_ids))
+            if unknown:
+                raise ConfigError(f"{key}: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
+
+    def node_ids(self) -> list[str]:
+        """Every node of every stage, sorted."""
+        from neuromas.topology import Topology  # no torch; it imports this module
+
+        return sorted({i for stage in self.stages() for i in Topology.from_config(stage.topology).node_ids})
 
     def stages(self) -> list[StageConfig]:
         """The stages to run: the recipe's, or one stage of `topology` for `train.steps`."""
         return self.growth.stages or [StageConfig(topology=self.topology, steps=self.train.steps)]
+
+    @property
+    def total_steps(self) -> int:
+        """The run's optimizer steps, over every stage."""
+        return sum(stage.steps for stage in self.stages())

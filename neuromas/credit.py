@@ -7,7 +7,7 @@
   is resampled M times with its inputs held fixed and everything downstream re-run (batched
   into the same per-layer generate calls, see `RolloutEngine.run`); the node's message is
   then judged against its own siblings: leave-one-out over the M + 1 rewards. Only branched
-  messages are trained (pure counterfactual credit), unless `branch_shared` gives every other
+  messages are trained (pure counterfactual credit), unless `branch.shared` gives every other
   message the shared advantage too; re-run downstream messages are never trained.
 - attribution: gradient-based connection weights (GBC/AgentChord). For each message, the
   gradient of its node's log-probability of that message with respect to the embeddings of
@@ -63,9 +63,9 @@ def assign(cfg: AlgorithmConfig, episodes: Episodes, task_rewards: torch.Tensor,
     mode. `gather` collects a tensor from every rank, so the reinforce baseline is the same on all."""
     rewards = shape_rewards(task_rewards, cfg.reward_scale, cfg.reward_clip)
     metrics = {}
-    if cfg.kl_coef > 0 and cfg.kl_in == "reward":
-        kl = episode_kl(agents, episodes, cfg.kl_estimator, temperature, micro_batch_size)
-        rewards, metrics["train/kl_penalty"] = rewards - cfg.kl_coef * kl, float(kl.mean())
+    if cfg.kl.coef > 0 and cfg.kl.applied_to == "reward":
+        kl = episode_kl(agents, episodes, cfg.kl.estimator, temperature, micro_batch_size)
+        rewards, metrics["train/kl_penalty"] = rewards - cfg.kl.coef * kl, float(kl.mean())
     shares = widths = None
     if cfg.credit == "attribution":
         shares = attribution_shares(agents, episodes, cfg, temperature, micro_batch_size)
@@ -86,8 +86,8 @@ def episode_kl(agents: Agents, episodes: Episodes, estimator: str, temperature: 
         chunk = episodes.messages[start:start + micro_batch_size]
         ref = agents.base_logprobs([m.prompt_ids for m in chunk], [m.completion_ids for m in chunk], temperature)
         for row, m in enumerate(chunk):
-            n = len(m.completion_ids)
-            kl[m.episode] += float(KL_ESTIMATORS[estimator](m.logprobs, ref[row, :n].cpu()).sum())
+            n = len(m.completion_ids)  # tool results (own_mask 0) are not the node's: no KL on them
+            kl[m.episode] += float((KL_ESTIMATORS[estimator](m.logprobs, ref[row, :n].cpu()) * m.own_mask).sum())
     return kl
 
 
@@ -121,7 +121,7 @@ def advantages(cfg: AlgorithmConfig, episodes: Episodes, rewards: torch.Tensor, 
     if cfg.credit == "per_node":
         for n, node_id in enumerate(node_ids):
             out[:num_regular, n] = _node_advantages(cfg, episodes, regular, node_id, samples_per_question)
-    elif cfg.credit in ("shared", "attribution") or cfg.branch_shared:
+    elif cfg.credit in ("shared", "attribution") or cfg.branch.shared:
         out[:num_regular] = shared.unsqueeze(1)
     if cfg.credit == "attribution":
         _attribution(out, episodes, shares, node_ids, widths)
@@ -158,9 +158,9 @@ def cutoff_advantages(episodes: Episodes, node_ids: list[str], samples_per_quest
 def attribution_shares(agents, episodes: Episodes, cfg: AlgorithmConfig, temperature: float,
                        micro_batch_size: int) -> dict[tuple[int, str], dict[str, float]]:
     """(episode, node) -> {upstream node: share}, shares of one reader summing to 1."""
-    scores = input_scores(agents, episodes, range(episodes.num_regular), cfg.attribution_agg,
-                          cfg.attribution_objective, temperature, micro_batch_size)
-    return {key: normalise_shares(score, cfg.attribution_top_k) for key, score in scores.items()}
+    scores = input_scores(agents, episodes, range(episodes.num_regular), cfg.attribution.agg,
+                          cfg.attribution.objective, temperature, micro_batch_size)
+    return {key: normalise_shares(score, cfg.attribution.top_k) for key, score in scores.items()}
 
 
 def _attribution(out: torch.Tensor, episodes: Episodes, shares, node_ids: list[str], widths: dict[str, int]) -> None:

@@ -83,7 +83,7 @@ def step_metrics(episodes: Episodes, rewards: torch.Tensor, node_ids: list[str])
     over this process's episodes (ranks hold equal shares), and the volume generated (sums)."""
     stats = Stats({**reward_metrics(rewards, episodes, node_ids), **message_metrics(episodes, node_ids),
                    **part_metrics(episodes)}, "mean")
-    stats.add("rollout/tokens", float(sum(len(m.completion_ids) for m in episodes.messages)))
+    stats.add("rollout/tokens", float(sum(m.num_sampled for m in episodes.messages)))
     stats.add("rollout/messages", float(len(episodes.messages)))
     return stats
 
@@ -145,6 +145,9 @@ def message_metrics(episodes: Episodes, node_ids: list[str]) -> dict[str, float]
         messages = episodes.of_node(node_id)
         if not messages:
             continue  # gated out of every episode of this step
-        metrics[f"node/{node_id}/msg_tokens"] = sum(len(m.completion_ids) for m in messages) / len(messages)
+        metrics[f"node/{node_id}/msg_tokens"] = sum(m.num_sampled for m in messages) / len(messages)
         metrics[f"node/{node_id}/truncated"] = sum(m.truncated for m in messages) / len(messages)
+        if any(m.tool_calls for m in messages):  # per message: calls made, and those that came back an error
+            metrics[f"node/{node_id}/tool_calls"] = sum(m.tool_calls for m in messages) / len(messages)
+            metrics[f"node/{node_id}/tool_errors"] = sum(m.tool_errors for m in messages) / len(messages)
     return metrics

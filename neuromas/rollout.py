@@ -22,6 +22,7 @@ from neuromas.prompts import PromptBuilder
 from neuromas.system import System
 from neuromas.tasks import Sample
 from neuromas.tasks.votes import boxed_vote
+from neuromas.tools import Call, ToolBox
 from neuromas.topology import Topology, parse_node_id
 
 
@@ -37,6 +38,22 @@ class Message:
     text: str
     truncated: bool
     input_spans: dict[str, tuple[int, int]]  # upstream node id -> its message's token span in prompt_ids
+    # With tools (neuromas.tools), completion_ids also hold each tool result's tokens, which the node
+    # did not sample: sampled_mask [C] is 1 on the node's own tokens, 0 on those (None: all its own).
+    sampled_mask: torch.Tensor | None = None
+    tool_calls: int = 0
+    tool_errors: int = 0
+
+    @property
+    def own_mask(self) -> torch.Tensor:
+        """[C] 1.0 on the tokens the node sampled (what the loss trains), 0.0 on tool results."""
+        if self.sampled_mask is None:
+            return torch.ones(len(self.completion_ids))
+        return self.sampled_mask.float()
+
+    @property
+    def num_sampled(self) -> int:
+        return len(self.completion_ids) if self.sampled_mask is None else int(self.sampled_mask.sum())
 
 
 @dataclass(frozen=True)
@@ -194,11 +211,19 @@ class RolloutEngine:
     when not the system's own `Agents`, the generation backend."""
 
     def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder, backend: Generator | None = None,
-                 vote: Vote | None = None):
+                 vote: Vote | None = None, tools: ToolBox | None = None):
         self.cfg = cfg
         self.prompts = prompts
         self.backend = backend
         self.vote = vote or boxed_vote  # the answer a message holds (Task.vote), for combined layers
+        self.tools = tools
+
+    @classmethod
+    def for_run(cls, cfg: Config, task, backend: Generator | None = None) -> "RolloutEngine":
+        """The engine a recipe asks for: its rollout settings and prompts, the task's answer format
+        and vote, and its tools (none unless `tools.use`)."""
+        return cls(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), backend, task.vote,
+                   ToolBox(cfg.tools) if cfg.tools.use else None)
 
     def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = (), ablation: Ablation | None = None) -> Episodes:
@@ -222,9 +247,11 @@ class RolloutEngine:
         return None if self.backend is None else self.backend.last_sync_s
 
     def close(self) -> None:
-        """Stop a serving backend and delete the adapters it was sent."""
+        """Stop a serving backend and delete the adapters it was sent; stop the tools' threads."""
         if self.backend is not None:
             self.backend.close()
+        if self.tools is not None:
+            self.tools.close()
 
     def execute(self, system: System, plan: RolloutPlan, greedy: bool = False,
                 ablation: Ablation | None = None) -> Episodes:
@@ -247,13 +274,15 @@ class RolloutEngine:
             encoded = [self._prompt(agents, views[plan.full[e]], node.id, plan.samples[e], text_of,
                                     combined_of, e, system.texts.get(node.id, "")) for e, node in rows]
             limit = self.cfg.answer_max_new_tokens if l == topology.depth - 1 else None
-            generations = self._generate(backend, [p for p, _ in encoded], [node.id for _, node in rows], greedy,
-                                         limit or self.cfg.max_new_tokens)
-            for (e, node), (prompt, spans), gen in zip(rows, encoded, generations):
-                text = agents.decode(gen.completion_ids)
-                texts[e, node.id] = text
-                messages.append(Message(e, node.id, prompt, gen.completion_ids, gen.logprobs, text, gen.truncated,
-                                        spans))
+            prompts, node_ids = [p for p, _ in encoded], [node.id for _, node in rows]
+            budget = limit or self.cfg.max_new_tokens
+            turns = [Turn([gen]) for gen in self._generate(backend, prompts, node_ids, greedy, budget)]
+            if self.tools is not None:
+                self._call_tools(backend, agents, prompts, node_ids, turns, greedy, budget)
+            for (e, node), (prompt, spans), turn in zip(rows, encoded, turns):
+                message = turn.message(agents, e, node.id, prompt, spans)
+                texts[e, node.id] = message.text
+                messages.append(message)
             if topology.combines(l):
                 combined.update(self._combine(backend, agents, topology, l, plan, sorted({e for e, _ in rows}),
                                               text_of))
@@ -294,9 +323,45 @@ class RolloutEngine:
             else:
                 inputs[src], owner[src] = text_of(episode, own), own
         blocks = self.prompts.blocks(view, node, inputs, combined)
-        ids, spans = agents.encode_with_spans(self.prompts.messages(view, node, question, inputs, combined, own_text),
-                                              [(b.text, b.part) for b in blocks])
+        chat = self.prompts.messages(view, node, question, inputs, combined, own_text)
+        if self.tools is not None and self.tools.serves(node_id):
+            chat[0] = {**chat[0], "content": chat[0]["content"] + "\n\n" + self.tools.instructions()}
+        ids, spans = agents.encode_with_spans(chat, [(b.text, b.part) for b in blocks])
         return ids, {owner[b.source]: span for b, span in zip(blocks, spans) if owner[b.source] is not None}
+
+    def _call_tools(self, backend: Generator, agents: Agents, prompts: list[torch.Tensor], node_ids: list[str],
+                    turns: list[Turn], greedy: bool, budget: int) -> None:
+        """Tool rounds over one layer's rows: each row whose last segment holds a complete tool call
+        is cut right after it (the tokens sampled past it are dropped, which leaves the kept ones'
+        log-probs exact), the call is run, its result tokens are appended, and every such row
+        continues in one generate call with what is left of its token budget."""
+        tools = self.tools
+        pending = [i for i, node_id in enumerate(node_ids) if tools.serves(node_id)]
+        for _ in range(tools.cfg.max_calls):
+            going = []
+            for i in pending:
+                last = turns[i].segments[-1]
+                cut = _through_call(agents, last.completion_ids)
+                if cut is None:
+                    continue
+                turns[i].segments[-1] = Generation(last.completion_ids[:cut].clone(),
+                                                   None if last.logprobs is None else last.logprobs[:cut].clone(),
+                                                   truncated=False)
+                call = tools.run(agents.decode(last.completion_ids[:cut]))
+                turns[i].results.append((call, agents.tool_result_ids(call.result)))
+                if budget - turns[i].num_sampled > 0:
+                    going.append(i)
+            if not going:
+                return
+            contexts = [torch.cat([prompts[i], turns[i].ids()]) for i in going]
+            left = [budget - turns[i].num_sampled for i in going]
+            generations = self._generate(backend, contexts, [node_ids[i] for i in going], greedy, max(left))
+            for i, room, gen in zip(going, left, generations):
+                if len(gen.completion_ids) > room:  # past this row's own budget: cut, as generate would have
+                    gen = Generation(gen.completion_ids[:room], None if gen.logprobs is None else gen.logprobs[:room],
+                                     truncated=True)
+                turns[i].segments.append(gen)
+            pending = going
 
     def _generate(self, backend: Generator, prompts: list[torch.Tensor], node_ids: list[str], greedy: bool,
                   max_new_tokens: int) -> list[Generation]:
@@ -306,6 +371,62 @@ class RolloutEngine:
             out += backend.generate(prompts[start:start + size], node_ids[start:start + size],
                                     max_new_tokens, self.cfg.temperature, self.cfg.top_p, greedy)
         return out
+
+
+@dataclass
+class Turn:
+    """One node's turn in one episode: its sampled segments, and between each two the tool call
+    that ended the first and its result's tokens."""
+
+    segments: list[Generation]
+    results: list[tuple[Call, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def num_sampled(self) -> int:
+        return sum(len(g.completion_ids) for g in self.segments)
+
+    def ids(self) -> torch.Tensor:
+        """Every token of the turn so far, segments and results interleaved."""
+        parts = [self.segments[0].completion_ids]
+        for (_, result), segment in zip(self.results, self.segments[1:]):
+            parts += [result, segment.completion_ids]
+        if len(self.results) == len(self.segments):  # the last call's result, before its continuation
+            parts.append(self.results[-1][1])
+        return torch.cat(parts)
+
+    def message(self, agents: Agents, episode: int, node_id: str, prompt: torch.Tensor,
+                spans: dict[str, tuple[int, int]]) -> Message:
+        """The turn as the message it is: every token kept as sampled, tool results masked out of
+        the loss, and a text that shows each call's result as a <tool_response> block."""
+        first = self.segments[0]
+        if not self.results:
+            return Message(episode, node_id, prompt, first.completion_ids, first.logprobs,
+                           agents.decode(first.completion_ids), first.truncated, spans)
+        ids, own, logprobs, text = [], [], [], []
+        for k, segment in enumerate(self.segments):
+            ids.append(segment.completion_ids)
+            own.append(torch.ones(len(segment.completion_ids), dtype=torch.bool))
+            logprobs.append(segment.logprobs)
+            text.append(agents.decode(segment.completion_ids))
+            if k < len(self.results):
+                call, result = self.results[k]
+                ids.append(result)
+                own.append(torch.zeros(len(result), dtype=torch.bool))
+                logprobs.append(None if segment.logprobs is None else torch.zeros(len(result)))
+                text.append(f"\n<tool_response>\n{call.result}\n</tool_response>\n")
+        greedy = first.logprobs is None
+        return Message(episode, node_id, prompt, torch.cat(ids), None if greedy else torch.cat(logprobs),
+                       "".join(text), self.segments[-1].truncated if len(self.segments) > len(self.results) else True,
+                       spans,
+                       sampled_mask=torch.cat(own), tool_calls=len(self.results),
+                       tool_errors=sum(call.error for call, _ in self.results))
+
+
+def _through_call(agents: Agents, ids: torch.Tensor) -> int | None:
+    """The number of leading tokens of `ids` that hold its first complete tool call, or None."""
+    if ToolBox.call_end(agents.decode(ids)) is None:
+        return None
+    return next(k for k in range(1, len(ids) + 1) if ToolBox.call_end(agents.decode(ids[:k])) is not None)
 
 
 def _ablated(written, ablation: Ablation, plan: RolloutPlan):

@@ -82,8 +82,8 @@ class PolicyGradientStep:
         """K sampled episodes per question, plus branch copies under branch credit."""
         cfg, alg = self.cfg, self.cfg.algorithm
         branches = [] if alg.credit != "branch" else credit.plan_branches(
-            system.topology.node_ids, len(questions), cfg.rollout.samples_per_question, alg.branch_per_question,
-            alg.branch_samples, step)
+            system.topology.node_ids, len(questions), cfg.rollout.samples_per_question, alg.branch.per_question,
+            alg.branch.samples, step)
         return self.engine.run(system, questions, cfg.rollout.samples_per_question, gate=gate, branches=branches)
 
     def update(self, system: System, optimizer, episodes: Episodes, advantages: torch.Tensor) -> dict[str, float]:

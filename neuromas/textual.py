@@ -233,7 +233,7 @@ class TextualStep(TextualOptimizer):
             return accuracy_over_ranks(engine, system, task, questions, world).mean
 
         def bandwidth(system: System, episodes: Episodes, rewards: torch.Tensor) -> dict[str, float]:
-            return failure_weights(system.agents, episodes, rewards, alg.attribution_agg, alg.attribution_objective,
+            return failure_weights(system.agents, episodes, rewards, alg.attribution.agg, alg.attribution.objective,
                                    cfg.rollout.temperature, cfg.train.micro_batch_size)
         return cls(cfg.textual, cfg.model, accuracy, bandwidth)
 

@@ -19,12 +19,11 @@ from neuromas.agents import Agents
 from neuromas.config import Config, StageConfig
 from neuromas.recipe import save_config, to_dict
 from neuromas.distributed import StopRequests, init_world
-from neuromas.errors import ConfigError, Interrupted, NeuromasError
+from neuromas.errors import Interrupted, NeuromasError
 from neuromas.accuracy import accuracy_over_ranks
 from neuromas.metrics import summary_line, transcripts
 from neuromas.models import pick_device
 from neuromas.optim import build_optimizer, resolve_deepspeed_config
-from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine, build_generator
 from neuromas.schedule import RunState, StageSchedule
 from neuromas.step import PolicyGradientStep, StepResult
@@ -58,13 +57,15 @@ class Trainer:
         self.schedule = StageSchedule(cfg.stages(), cfg.growth)
         self.task = task or build_task(cfg.task)  # the CLI's, already checked
         self.task.check_batch(cfg.train.questions_per_step)
-        system = self._fresh_system()
+        first = Topology.from_config(self.schedule.stages[0].topology)
+        with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone; seeded adapters
+            system = System(Agents.build(cfg.model, cfg.agents, first.node_ids, cfg.node_ids()), first,
+                            texts=recipe_texts(cfg.agents.texts, first.node_ids))
         if self.world.size > 1:  # ranks sample differently from here on
             random.seed(cfg.train.seed + 7919 * self.world.rank)
             torch.manual_seed(cfg.train.seed + 7919 * self.world.rank)
-        self.engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, self.task.answer_format),
-                                    build_generator(cfg, system.agents, cfg.train.seed + 7919 * self.world.rank),
-                                    self.task.vote)
+        self.engine = RolloutEngine.for_run(cfg, self.task, build_generator(cfg, system.agents,
+                                                                            cfg.train.seed + 7919 * self.world.rank))
         self.steps = PolicyGradientStep(cfg, self.task, self.engine, self.world)
         self.textual = TextualStep.for_run(cfg, self.task, self.engine, self.world)
         self.state = RunState()
@@ -85,20 +86,6 @@ class Trainer:
                 raise
         else:  # another run's adapters (e.g. a hand-grown system), or the fresh ones
             self._adopt(ckpt.with_weights_from(system, start) if start is not None else system)
-
-    def _fresh_system(self) -> System:
-        """The first stage's system with fresh adapters (seeded: the same on every rank), after
-        checking that every node the recipe names (texts, frozen nodes) is a node of some stage."""
-        cfg = self.cfg
-        topology = Topology.from_config(self.schedule.stages[0].topology)
-        all_ids = sorted({i for st in self.schedule.stages for i in Topology.from_config(st.topology).node_ids})
-        for key, ids in (("agents.texts", cfg.agents.texts), ("train.frozen_nodes", cfg.train.frozen_nodes)):
-            unknown = sorted(set(ids) - set(all_ids))
-            if unknown:
-                raise ConfigError(f"{key}: {unknown[0]} is not a node of any stage ({', '.join(all_ids)})")
-        with self.world.main_first():  # rank 0 prepares the model cache, if needed, alone
-            return System(Agents.build(cfg.model, cfg.agents, topology.node_ids, all_ids), topology,
-                          texts=recipe_texts(cfg.agents.texts, topology.node_ids))
 
     def _adopt(self, system: System, optimizer_state: dict | None = None,
                old_to_new: dict[str, str] | None = None) -> None:
@@ -146,7 +133,7 @@ class Trainer:
                     self.tracker.close()
                     raise Interrupted(0, None, self.run_dir)
             # A bar on a terminal only: in a log file its redraws would interleave with the step lines.
-            with tqdm(total=self.cfg.train.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+            with tqdm(total=self.cfg.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                       disable=None if self.world.main else True) as bar:
                 while self.schedule.stage(self.state) is not None:
                     while self.schedule.keep_training(self.state):
@@ -179,7 +166,7 @@ class Trainer:
         if every and step % every == 0:
             rows = transcripts(made.episodes, made.rewards, cfg.tracking.transcripts_per_step)
             self.tracker.transcripts([{**row, "node_texts": texts} for row in rows], step)
-        self._print(summary_line(step, cfg.train.steps, metrics, self.topology.node_ids))
+        self._print(summary_line(step, cfg.total_steps, metrics, self.topology.node_ids))
         if cfg.eval.every and step % cfg.eval.every == 0:
             self.evaluator(self.system, step)
             if self.schedule.validates_each_eval(self.state):

@@ -23,7 +23,7 @@ class PolicyUpdate:
 
     def needs_all_rows(self) -> bool:
         """Zero-advantage rows still matter when a per-token KL or entropy term is in the loss."""
-        return (self.cfg.kl_coef > 0 and self.cfg.kl_in == "loss") or self.cfg.entropy_coef > 0
+        return (self.cfg.kl.coef > 0 and self.cfg.kl.applied_to == "loss") or self.cfg.entropy_coef > 0
 
     def totals(self, episodes: Episodes, advantages: torch.Tensor, node_ids: list[str]) -> dict[str, torch.Tensor]:
         """What the loss is normalised by, counted over this process's episodes: tokens per node
@@ -100,6 +100,7 @@ class PolicyUpdate:
         logprobs, mask, entropy = agents.completion_stats(prompts, completions, [m.node_id for m in chunk],
                                                           self.temperature, entropy_grad=cfg.entropy_coef > 0)
         device = logprobs.device
+        mask = mask * own_masks(chunk, mask.shape[1]).to(device)  # tool results: in the prompt, not in the loss
         sampled = torch.zeros_like(logprobs)
         for row, m in enumerate(chunk):
             sampled[row, :len(m.logprobs)] = m.logprobs.to(device)
@@ -108,22 +109,22 @@ class PolicyUpdate:
         if first_epoch:
             self._sampler_stats(chunk, logprobs.detach(), sampled, mask, stats)
         old = sampled
-        if cfg.sampler_correction != "none":  # ratios against the trainer's own log-probs, reweighted
+        if cfg.off_policy.correction != "none":  # ratios against the trainer's own log-probs, reweighted
             if first_epoch:
                 for row, m in enumerate(chunk):
                     proximal[id(m)] = logprobs[row].detach().clone()
             old = torch.stack([proximal[id(m)] for m in chunk])
-            weights = weights * sampler_weights(old, sampled, cfg.sampler_correction, cfg.sampler_cap) * mask
+            weights = weights * sampler_weights(old, sampled, cfg.off_policy.correction, cfg.off_policy.cap) * mask
         adv = adv.to(device)
         if cfg.loss == "clip":
             loss = clipped_surrogate_loss(logprobs, old, adv, weights, cfg.clip_low, cfg.clip_high)
         else:
             loss = policy_gradient_loss(logprobs, old, adv, weights)
         per_token = {"entropy": entropy.detach(), "ratio": torch.exp(logprobs.detach() - old)}
-        if cfg.kl_coef > 0 and cfg.kl_in == "loss":
+        if cfg.kl.coef > 0 and cfg.kl.applied_to == "loss":
             ref = agents.base_logprobs(prompts, completions, self.temperature)
-            kl = KL_ESTIMATORS[cfg.kl_estimator](logprobs, ref)
-            loss = loss + cfg.kl_coef * (kl * weights).sum()
+            kl = KL_ESTIMATORS[cfg.kl.estimator](logprobs, ref)
+            loss = loss + cfg.kl.coef * (kl * weights).sum()
             per_token["kl"] = kl.detach()
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * (entropy * weights).sum()
@@ -135,7 +136,7 @@ class PolicyUpdate:
             stats.add(prefix + "tokens", n)
             for name, values in per_token.items():
                 stats.add(prefix + name + "_sum", float((values[row] * mask[row]).sum()))
-            stats.peak(prefix + "ratio_max", float(per_token["ratio"][row, :n].max()))
+            stats.peak(prefix + "ratio_max", float((per_token["ratio"][row] * mask[row]).max()))
             stats.add(prefix + "adv_sum", float(adv[row]))
             stats.add(prefix + "adv_sq", float(adv[row]) ** 2)
             stats.add(prefix + "rows", 1)
@@ -151,10 +152,18 @@ def trainable(episodes: Episodes, frozen: list[str] = ()) -> list[Message]:
             and (m.episode < episodes.num_regular or (m.episode, m.node_id) in branched)]
 
 
+def own_masks(messages: list[Message], width: int) -> torch.Tensor:
+    """[B, width] 1.0 on each message's own sampled tokens, 0.0 on its tool results and padding."""
+    out = torch.zeros(len(messages), width)
+    for row, m in enumerate(messages):
+        out[row, :len(m.completion_ids)] = m.own_mask
+    return out
+
+
 def _totals(rows: list[Message], index: dict[str, int]) -> dict[str, torch.Tensor]:
     node_tokens = torch.zeros(len(index))
     for m in rows:
-        node_tokens[index[m.node_id]] += len(m.completion_ids)
+        node_tokens[index[m.node_id]] += m.num_sampled
     return {"node_tokens": node_tokens, "tokens": node_tokens.sum(), "rows": torch.tensor(float(len(rows)))}
 
 

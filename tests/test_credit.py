@@ -5,7 +5,7 @@ import torch
 
 from neuromas import credit
 from neuromas.agents import Generation
-from neuromas.config import AlgorithmConfig, TaskConfig, TopologyConfig
+from neuromas.config import AlgorithmConfig, AttributionSettings, BranchSettings, TaskConfig, TopologyConfig
 from neuromas.errors import ConfigError
 from neuromas.rollout import Branch, Episodes, Message
 from neuromas.tasks import build_task
@@ -64,7 +64,7 @@ def test_cutoff_penalty_charges_each_node_its_own_cut_off_messages():
 def test_cutoff_penalty_is_refused_with_pure_branch_credit():
     with pytest.raises(ConfigError, match="cutoff_penalty"):
         AlgorithmConfig(credit="branch", cutoff_penalty=0.1)
-    AlgorithmConfig(credit="branch", branch_shared=True, cutoff_penalty=0.1)
+    AlgorithmConfig(credit="branch", branch=BranchSettings(shared=True), cutoff_penalty=0.1)
 
 
 def test_per_node_credit_uses_only_the_episodes_a_node_took_part_in():
@@ -87,7 +87,8 @@ def test_branch_credit_is_leave_one_out_among_siblings():
     column[[0, 4, 5]] = torch.tensor([1 - 0.5, 0 - 1.0, 1 - 0.5])  # r - mean(other siblings)
     assert torch.allclose(adv[:, 1], column)
     assert not adv[:, [0, 2]].any()  # pure counterfactual: nothing else is trained
-    mixed = credit.advantages(AlgorithmConfig(credit="branch", branch_shared=True), episodes, rewards, NODES, 4)
+    shared = AlgorithmConfig(credit="branch", branch=BranchSettings(shared=True))
+    mixed = credit.advantages(shared, episodes, rewards, NODES, 4)
     assert torch.allclose(mixed[:4, 0], torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3]))
 
 
@@ -139,12 +140,13 @@ def test_branch_copies_share_upstream_messages(tiny_model_dir):
 
 
 @pytest.mark.parametrize("overrides", [
-    ["algorithm.credit=branch", "algorithm.branch_samples=2"],
+    ["algorithm.credit=branch", "algorithm.branch.samples=2"],
     ["algorithm.credit=per_node"],
     ["algorithm.loss=clip", "algorithm.epochs=2", "algorithm.loss_agg=token"],
-    ["algorithm.advantage=reinforce", "algorithm.kl_coef=0.1", "algorithm.kl_in=reward", "algorithm.kl_estimator=k1"],
+    ["algorithm.advantage=reinforce", "algorithm.kl.coef=0.1", "algorithm.kl.applied_to=reward",
+     "algorithm.kl.estimator=k1"],
     ["algorithm.advantage=dr_grpo", "algorithm.entropy_coef=0.01", "algorithm.loss_agg=sequence"],
-    ["algorithm.credit=attribution", "algorithm.attribution_top_k=1"],
+    ["algorithm.credit=attribution", "algorithm.attribution.top_k=1"],
     ["algorithm.cutoff_penalty=0.5", "rollout.max_new_tokens=4"],  # most messages cut off
 ])
 @pytest.mark.slow  # about 10 s or more on 2 cores
@@ -194,7 +196,8 @@ def test_attribution_on_a_tiny_model(tiny_model_dir):
             upstream = next(u for u in episodes.messages if u.episode == m.episode and u.node_id == src)
             assert agents.decode(m.prompt_ids[start:end]).strip() == (upstream.text.strip() or "(no text)")
     for agg in ("l1_mean", "l1_max", "grad_x_input"):
-        shares = credit.attribution_shares(agents, episodes, AlgorithmConfig(attribution_agg=agg), 1.0, 3)
+        alg = AlgorithmConfig(attribution=AttributionSettings(agg=agg))
+        shares = credit.attribution_shares(agents, episodes, alg, 1.0, 3)
         for e in range(4):
             assert set(shares[e, "L2N0"]) == {"L0N1", "L1N0"}  # L0N0 is not in the sink's prompt: no share
             for reader in ("L1N0", "L2N0"):

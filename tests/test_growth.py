@@ -131,7 +131,7 @@ def growth_overrides(tmp_path, tiny_model_dir, run="run", *extra):
 @pytest.mark.slow  # about 10 s or more on 2 cores
 def test_growth_run_trains_new_adapters_and_optimizer_covers_all(tiny_model_dir, tmp_path):
     cfg = load_config(RECIPE, growth_overrides(tmp_path, tiny_model_dir))
-    assert cfg.train.steps == 5 and cfg.topology.widths == [1]
+    assert cfg.total_steps == 5 and cfg.stages()[0].topology.widths == [1]
     trainer = Trainer(cfg, tmp_path / "run")
     history = trainer.fit()
     assert trainer.topology.widths == [2, 1] and len(history) == 5

@@ -87,4 +87,4 @@ def test_new_nodes_not_copied_take_the_recipes_seed_for_their_id(tiny_model_dir,
 def test_a_text_for_a_node_no_stage_has_is_a_config_error(tiny_model_dir, tmp_path):
     overrides = tiny_overrides(tiny_model_dir, tmp_path / "run", **{"agents.texts": "{L3N0: hi}"})
     with pytest.raises(ConfigError, match="agents.texts: L3N0 is not a node of any stage"):
-        Trainer(load_config(RECIPE, overrides), tmp_path / "run")
+        load_config(RECIPE, overrides)  # refused with the recipe, before any model loads

@@ -32,9 +32,9 @@ PINNED = Path(__file__).parent / "data" / "pinned.json"
 GROWTH = "[{topology: {widths: [1]}, steps: 2}, {topology: {widths: [2, 1]}, steps: 3, init: copy, gate_steps: 2}]"
 RUNS = {
     "growth-attribution-kl": {"growth.stages": GROWTH, "growth.margin": 0.5, "growth.validation_questions": 2,
-                              "eval.every": 2, "algorithm.credit": "attribution", "algorithm.kl_coef": 0.05,
-                              "algorithm.kl_in": "reward", "checkpoint.every": 2},
-    "branch-reinforce": {"train.steps": 3, "algorithm.credit": "branch", "algorithm.branch_samples": 2,
+                              "eval.every": 2, "algorithm.credit": "attribution", "algorithm.kl.coef": 0.05,
+                              "algorithm.kl.applied_to": "reward", "checkpoint.every": 2},
+    "branch-reinforce": {"train.steps": 3, "algorithm.credit": "branch", "algorithm.branch.samples": 2,
                          "algorithm.advantage": "reinforce", "algorithm.baseline_decay": 0.5},
 }
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_overrides
 
 from neuromas.cli import main
-from neuromas.config import ConfigError, TaskConfig
+from neuromas.config import ConfigError, SandboxSettings, TaskConfig
 from neuromas.errors import NeuromasError
 from neuromas.tasks import build_task
 from neuromas.tasks.choice import extract_letter
@@ -146,7 +146,7 @@ def test_sandbox_contains_each_attack_and_scores_it_zero(name):
 
 
 def test_a_batch_of_attacks_is_scored_without_stopping_the_task():
-    t = task("code", path=str(DATA / "code-train.jsonl"), sandbox_wall_s=3, sandbox_cpu_s=1)
+    t = task("code", path=str(DATA / "code-train.jsonl"), sandbox=SandboxSettings(wall_s=3, cpu_s=1))
     sample = code_sample()
     replies = [f"```python\n{code}\n```" for code in ATTACKS.values()] + ["```python\ndef add(a, b): return a + b\n```"]
     assert scores(t, replies, sample) == [0.0] * len(ATTACKS) + [1.0]
@@ -224,7 +224,7 @@ def test_task_recipe_trains_from_the_cli(recipe, tiny_model_dir, tmp_path, monke
     monkeypatch.chdir(ROOT)  # recipes name their data relative to the repository
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_model_dir, run_dir, **{"train.steps": 1, "rollout.max_new_tokens": 8,
-                                                           "task.sandbox_wall_s": 3, "task.sandbox_cpu_s": 1})
+                                                           "task.sandbox.wall_s": 3, "task.sandbox.cpu_s": 1})
     assert main(["train", str(recipe), *overrides]) == 0
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward/mean" in m for m in steps)

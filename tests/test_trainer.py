@@ -105,7 +105,7 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow  # about 10 s or more on 2 cores
 def test_kl_to_the_base_is_zero_at_init_and_logged(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "algorithm.kl_coef=0.1")
+    trainer = make_trainer(tiny_model_dir, tmp_path / "run", "algorithm.kl.coef=0.1")
     metrics = trainer.train_step(1).metrics
     assert metrics["train/kl"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["train/rows_updated"] == 2 * 2 * 3  # KL needs every row, even zero-advantage ones
@@ -195,22 +195,27 @@ def _shift_sampler(episodes, delta: float) -> None:
 @pytest.mark.parametrize("mode", ["truncate", "mask"])
 @pytest.mark.slow  # about 10 s or more on 2 cores
 def test_a_sampler_that_differs_from_the_trainer_is_measured_and_corrected(tiny_model_dir, tmp_path, mode):
+    from neuromas.config import OffPolicySettings
+
     trainer = make_trainer(tiny_model_dir, tmp_path / "run", "train.max_grad_norm=1e9")
     for param in trainer.agents.parameters():
         param.data.normal_(0, 0.1)
     episodes = trainer.engine.run(trainer.system, trainer.task.train_batch(0, 2), 3)
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.0, -0.3])
     exact = capture_update_grads(trainer, episodes, advantages)
-    same = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode)  # equal: weights of 1
+    def corrected_by(**settings):
+        return capture_update_grads(trainer, episodes, advantages, off_policy=OffPolicySettings(mode, **settings))
+
+    same = corrected_by()  # equal: weights of 1
     for name in exact:
         assert torch.allclose(same[name], exact[name], atol=1e-7, rtol=1e-5), name
 
     _shift_sampler(episodes, 0.1)  # p_train / p_sample = exp(-0.1) on every token
-    corrected = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode, sampler_cap=2.0)
+    corrected = corrected_by(cap=2.0)
     for name in exact:  # truncate and mask both keep a ratio of 0.905 inside [1/2, 2]
         assert torch.allclose(corrected[name], math.exp(-0.1) * exact[name], atol=1e-7, rtol=1e-4), name
     if mode == "mask":  # a cap of 1.05 masks every token: nothing left to train
-        masked = capture_update_grads(trainer, episodes, advantages, sampler_correction=mode, sampler_cap=1.05)
+        masked = corrected_by(cap=1.05)
         assert all(float(g.abs().max()) == 0 for g in masked.values())
 
     _, stats = one_update(trainer, episodes, advantages)

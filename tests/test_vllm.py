@@ -205,3 +205,37 @@ def test_each_ranks_engine_is_shown_only_its_own_gpu(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
     with _only_gpu(torch.device("cpu")):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+
+def test_tool_rounds_through_vllm_match_the_hf_backend(backend, agents, tmp_path):
+    """The same tool round (a forced call, its result, the node's continuation) through vLLM and
+    through HF generate: greedy, the same ids; sampled, the node's own log-probs equal the trainer's."""
+    from neuromas.config import PromptsConfig, RolloutConfig, ToolsConfig, TopologyConfig
+    from neuromas.prompts import PromptBuilder
+    from neuromas.rollout import RolloutEngine
+    from neuromas.system import System
+    from neuromas.tools import ToolBox
+    from neuromas.topology import Topology
+    from neuromas.update import own_masks
+    from test_tools import CallsFirst, questions
+
+    (tmp_path / "add_tool.py").write_text('def add(a: int, b: int) -> int:\n    """Add.\n\n    Args:\n'
+                                          '        a: one\n        b: two\n    """\n    return a + b\n')
+    system = System(agents, Topology.from_config(TopologyConfig(widths=[2, 1])))
+
+    def engine(inner, temperature=0.7):
+        return RolloutEngine(RolloutConfig(max_new_tokens=120, temperature=temperature),
+                             PromptBuilder(PromptsConfig(), "Box it."), CallsFirst(inner, agents),
+                             tools=ToolBox(ToolsConfig(use=[f"{tmp_path / 'add_tool.py'}:add"])))
+    served = engine(backend).run(system, questions(2), 1, greedy=True)
+    reference = engine(agents).run(system, questions(2), 1, greedy=True)
+    assert [m.completion_ids.tolist() for m in served.messages] == \
+        [m.completion_ids.tolist() for m in reference.messages]
+    assert all(m.tool_calls == 1 and "<tool_response>\n5\n</tool_response>" in m.text for m in served.messages)
+    sampled = engine(backend).run(system, questions(2), 2).messages
+    logprobs, mask = agents.completion_logprobs([m.prompt_ids for m in sampled], [m.completion_ids for m in sampled],
+                                                [m.node_id for m in sampled], temperature=0.7)
+    own = own_masks(sampled, mask.shape[1])
+    for row, m in enumerate(sampled):
+        n = len(m.completion_ids)
+        assert float(((logprobs[row, :n].detach() - m.logprobs).abs() * own[row, :n]).max()) < 1e-4, m.node_id

@@ -33,7 +33,7 @@ SYSTEMS = {
     "LoRA-RL, attribution credit (logprob)": (QUICKSTART, "ann-attr-logprob", ("algorithm.credit=attribution",)),
     "LoRA-RL, attribution credit (squared_logits)": (QUICKSTART, "ann-attr-squared",
                                                      ("algorithm.credit=attribution",
-                                                      "algorithm.attribution_objective=squared_logits")),
+                                                      "algorithm.attribution.objective=squared_logits")),
 }
 OVERRIDES = ("textual.validation_questions=32", "tracking.transcripts_every=0")
 

@@ -20,7 +20,6 @@ import torch
 from neuromas.attribution import failing_episodes, failure_shares, strongest_path
 from neuromas.errors import NeuromasError
 from neuromas.pictures import draw_topology
-from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Episodes, RolloutEngine
 from neuromas.checkpoint import load_system
 from neuromas.tasks import build_task
@@ -40,7 +39,7 @@ def attribute(source: Path, num_questions: int, split: str, agg: str, objective:
     questions = (task.test if split == "test" else task.validation)[:num_questions]
     if not questions:
         raise NeuromasError(f"--split {split}: the task has no such split (see task.test_path)")
-    engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), vote=task.vote)
+    engine = RolloutEngine.for_run(cfg, task)
     episodes, failing, total = _failing(engine, system, task, questions)
     shares, raw = failure_shares(system.agents, episodes, failing, agg, objective, cfg.rollout.temperature,
                                  cfg.rollout.micro_batch_size)

@@ -23,7 +23,6 @@ from neuromas.accuracy import answers_changed, greedy, majority_vote, pass_at_k
 from neuromas.agents import Agents
 from neuromas.config import Config, TopologyConfig
 from neuromas.errors import NeuromasError
-from neuromas.prompts import PromptBuilder
 from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import Accuracy, PairedDifference, paired_difference
 from neuromas.checkpoint import load_system
@@ -70,7 +69,7 @@ def evaluate(request: EvalRequest) -> dict:
     questions = questions[:request.num_questions] if request.num_questions else questions
     if not questions:
         raise NeuromasError(f"--split {request.split}: the task has no such split (see task.test_path)")
-    engine = RolloutEngine(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), vote=task.vote)
+    engine = RolloutEngine.for_run(cfg, task)
     result = {"source": str(request.source), "system": "single-agent" if request.single_agent else request.system,
               "widths": system.topology.widths, "split": request.split, "num_questions": len(questions),
               "note": note, "question_ids": [q.id for q in questions], **compute(system.topology, cfg.rollout)}

@@ -143,5 +143,5 @@ def check_recipe(cfg, processes: int = 1) -> None:
         raise NeuromasError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
     if cfg.distributed.deepspeed:
         resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
-    print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.train.steps} steps)",
+    print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.total_steps} steps)",
           file=sys.stderr)

@@ -194,8 +194,8 @@ def build_reward(cfg: TaskConfig, source=None) -> RewardFn:
             raise ConfigError("task.reward: reasoning_gym scores a reasoning_gym task only")
         reward = ReasoningGymReward(source)
     elif name == "code_tests":
-        reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox_wall_s, cpu_s=cfg.sandbox_cpu_s,
-                                                   memory_mb=cfg.sandbox_memory_mb))
+        reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox.wall_s, cpu_s=cfg.sandbox.cpu_s,
+                                                   memory_mb=cfg.sandbox.memory_mb))
     else:
         reward = resolve_reward(name, REWARDS)
     if not cfg.format_weight:
