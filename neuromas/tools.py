@@ -114,9 +114,11 @@ class ToolBox:
     def instructions(self) -> str:
         """What a node with tools is told (appended to its system message)."""
         schemas = "\n".join(json.dumps(tool.schema) for tool in self.tools.values())
+        example = ('{"name": "python", "arguments": {"code": "print(123 * 45)"}}' if "python" in self.tools else
+                   '{"name": <name>, "arguments": {...}}')
         return (f"You may call tools, at most {self.cfg.max_calls} per reply. Their signatures:\n{schemas}\n"
-                f"To call one, write {CALL_OPEN}{{\"name\": <name>, \"arguments\": {{...}}}}{CALL_CLOSE} and stop; "
-                "its result comes back to you, and you continue.")
+                f"To call one, write for example {CALL_OPEN}{example}{CALL_CLOSE} and stop; its result comes "
+                "back to you, and you continue.")
 
     @staticmethod
     def call_end(text: str) -> int | None:

@@ -21,3 +21,20 @@ def first_char_even(completion: str, sample) -> float:
     """1 when the reply's first character has an even code point: about half of a random
     model's first tokens, and learnable by moving probability onto those tokens."""
     return float(bool(completion) and ord(completion[0]) % 2 == 0)
+
+
+def coin(seed: int) -> str:
+    """Toss a coin.
+
+    Args:
+        seed: any number
+    """
+    import random
+
+    return random.choice(["0", "1"])
+
+
+def even_after_the_tool(completion: str, sample) -> float:
+    """1 when the first character after the last tool result has an even code point."""
+    head, found, after = completion.rpartition("</tool_response>\n")
+    return float(bool(found and after) and ord(after[0]) % 2 == 0)

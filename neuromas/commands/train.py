@@ -143,5 +143,9 @@ def check_recipe(cfg, processes: int = 1) -> None:
         raise NeuromasError("textual: textual steps run in one process (launch without torchrun/deepspeed)")
     if cfg.distributed.deepspeed:
         resolve_deepspeed_config(cfg.distributed.deepspeed, World(), cfg.train)
+    if cfg.tools.use:  # each tool imports and has a schema
+        from neuromas.tools import ToolBox
+
+        ToolBox(cfg.tools).close()
     print(f"neuromas: recipe {cfg.name!r} is valid ({len(cfg.stages())} stage(s), {cfg.total_steps} steps)",
           file=sys.stderr)
