@@ -39,7 +39,7 @@ def graded(engine: RolloutEngine, system: System, task, questions, k: int = 1, g
     `keep` episodes."""
     episodes = engine.run(system, questions, samples_per_question=k, greedy=greedy, ablation=ablation)
     answers = episodes.answers()
-    rewards = task.score(answers, episodes.samples)
+    rewards = task.rewards(episodes)
     keys = [None if (held := task.vote(a)) is None else held[0] for a in answers]
     return Graded((rewards >= 1.0).view(-1, k), keys, transcripts(episodes, rewards, keep))
 

@@ -433,6 +433,26 @@ class CheckpointConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Multi-turn environments (neuromas.envs): the graph runs once per turn, its answer is the
+    action, the environment answers with the next observation, a reward and whether it is done."""
+
+    # auto: the task's own environment if it is a game (task.name: guess), else none (one turn) |
+    # guess | pkg.module:Class | path/to/file.py:Class (reset(sample) -> str, step(action) -> (str, float, bool))
+    name: str = "auto"
+    max_turns: int = 4  # an episode ends when the environment says done, or after this many turns
+    reward: str = "final"  # final: the last turn's reward | sum: the sum over turns
+    # An OpenEnv environment class as env.name (openenv-core's Environment: reset(seed=, episode_id=) and
+    # step(action) return an Observation): its Action class, and the field the reply goes into.
+    action: Optional[str] = None  # pkg.module:Action | path/to/file.py:Action
+    action_field: str = "message"
+
+    def __post_init__(self) -> None:
+        _check_positive("env", self, "max_turns")
+        _check_choice("env", "reward", self.reward, ("final", "sum"))
+
+
+@dataclass
 class ToolsConfig:
     """Tools a node may call while it writes its message (neuromas.tools, docs/tools.md). Off
     while `use` is empty."""
@@ -555,12 +575,16 @@ class Config:
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     textual: TextualConfig = field(default_factory=TextualConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         if self.algorithm.advantage != "reinforce" and self.rollout.samples_per_question < 2:
             raise ConfigError(f"rollout.samples_per_question: algorithm.advantage {self.algorithm.advantage} "
                               "compares samples of a question, so it needs at least 2")
+        if self.algorithm.credit == "branch" and (self.env.name != "auto" or self.task.name == "guess"):
+            raise ConfigError("algorithm.credit: branch resamples one turn's node; multi-turn episodes (env) "
+                              "take shared, per_node or attribution")
         all_ids = self.node_ids()
         for key, ids in (("agents.texts", self.agents.texts), ("train.frozen_nodes", self.train.frozen_nodes),
                          ("tools.nodes", self.tools.nodes)):

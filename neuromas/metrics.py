@@ -119,7 +119,8 @@ def transcripts(episodes: Episodes, rewards: torch.Tensor, count: int) -> list[d
     answers = episodes.answers()
     return [{"id": episodes.samples[e].id, "question": episodes.samples[e].question,
              "reference": episodes.samples[e].answer,
-             "answer": answers[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e))}
+             "answer": answers[e], "reward": float(rewards[e]), "messages": dict(episodes.transcript(e)),
+             **({"turns": episodes.turns[e]} if episodes.turns is not None else {})}
             for e in range(min(count, episodes.num_regular))]
 
 

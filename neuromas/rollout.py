@@ -9,7 +9,7 @@ never re-tokenizes text.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple, Protocol
 
@@ -43,6 +43,7 @@ class Message:
     sampled_mask: torch.Tensor | None = None
     tool_calls: int = 0
     tool_errors: int = 0
+    turn: int = 0  # of a multi-turn episode (neuromas.envs): the turn the message was written in
 
     @property
     def own_mask(self) -> torch.Tensor:
@@ -90,6 +91,10 @@ class Episodes:
     num_regular: int  # episodes before the branch copies
     branches: list[BranchGroup]
     combined: dict[tuple[int, int], Combined] = field(default_factory=dict)  # (episode, layer) -> its combination
+    # Multi-turn episodes (neuromas.envs): each episode's return, and per turn its action, the
+    # observation that answered it and that turn's reward. None: one-turn episodes, scored by the task.
+    returns: torch.Tensor | None = None
+    turns: list[list[dict]] | None = None
 
     @property
     def num_episodes(self) -> int:
@@ -123,7 +128,7 @@ class Episodes:
             layer = parse_node_id(m.node_id).layer
             while layers and layers[0] < layer:
                 out.append((f"L{layers[0]} combined", self.combined[episode, layers.pop(0)].text))
-            out.append((m.node_id, m.text))
+            out.append((m.node_id if not m.turn else f"turn {m.turn + 1} {m.node_id}", m.text))
         return out + [(f"L{layer} combined", self.combined[episode, layer].text) for layer in layers]
 
 
@@ -211,8 +216,13 @@ class RolloutEngine:
     when not the system's own `Agents`, the generation backend."""
 
     def __init__(self, cfg: RolloutConfig, prompts: PromptBuilder, backend: Generator | None = None,
-                 vote: Vote | None = None, tools: ToolBox | None = None):
+                 vote: Vote | None = None, tools: ToolBox | None = None, environment=None, max_turns: int = 1,
+                 sum_rewards: bool = False):
+        """`environment`: makes a fresh environment per episode (neuromas.envs) for multi-turn
+        episodes of at most `max_turns` turns, whose return is the sum of their rewards with
+        `sum_rewards`, else the last turn's."""
         self.cfg = cfg
+        self.environment, self.max_turns, self.sum_rewards = environment, max_turns, sum_rewards
         self.prompts = prompts
         self.backend = backend
         self.vote = vote or boxed_vote  # the answer a message holds (Task.vote), for combined layers
@@ -222,8 +232,11 @@ class RolloutEngine:
     def for_run(cls, cfg: Config, task, backend: Generator | None = None) -> "RolloutEngine":
         """The engine a recipe asks for: its rollout settings and prompts, the task's answer format
         and vote, and its tools (none unless `tools.use`)."""
+        from neuromas.envs import environment_factory
+
         return cls(cfg.rollout, PromptBuilder(cfg.prompts, task.answer_format), backend, task.vote,
-                   ToolBox(cfg.tools) if cfg.tools.use else None)
+                   ToolBox(cfg.tools) if cfg.tools.use else None, environment_factory(cfg.env, cfg.task.name),
+                   cfg.env.max_turns, cfg.env.reward == "sum")
 
     def run(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool = False,
             gate: float = 1.0, branches: list[Branch] = (), ablation: Ablation | None = None) -> Episodes:
@@ -233,8 +246,42 @@ class RolloutEngine:
         none); an episode without them runs exactly the parent system. `branches` add copy
         episodes whose rows join the same per-layer generate calls.
         """
+        if self.environment is not None:
+            return self._play(system, questions, samples_per_question, greedy, gate, ablation)
         plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
         return self.execute(system, plan, greedy, ablation)
+
+    def _play(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool,
+              gate: float, ablation: Ablation | None) -> Episodes:
+        """Multi-turn episodes: each turn the graph runs once over every episode still going, on its
+        task, its history of actions and observations and the latest observation; the answering
+        node's reply is the action. Every turn's messages are kept, numbered by their episode."""
+        samples = [q for q in questions for _ in range(samples_per_question)]
+        envs = [self.environment() for _ in samples]
+        observations = [env.reset(sample) for env, sample in zip(envs, samples)]
+        turns: list[list[dict]] = [[] for _ in samples]
+        returns, done = torch.zeros(len(samples)), [False] * len(samples)
+        messages, full = [], [True] * len(samples)
+        for turn in range(self.max_turns):
+            going = [e for e in range(len(samples)) if not done[e]]
+            if not going:
+                break
+            now = [replace(samples[e], question=_with_history(samples[e].question, turns[e], observations[e]),
+                           views={}) for e in going]
+            played = self.execute(system, plan_rollout(system.topology, system.new_nodes, now, 1, gate), greedy,
+                                  ablation)
+            for j, (e, action) in enumerate(zip(going, played.answers())):
+                observation, reward, finished = envs[e].step(action)
+                returns[e] = returns[e] + reward if self.sum_rewards else reward
+                turns[e].append({"action": action, "observation": observation, "reward": float(reward)})
+                observations[e], done[e] = observation, bool(finished)
+                full[e] = full[e] and played.full[j]
+            for m in played.messages:
+                m.episode, m.turn = going[m.episode], turn
+                messages.append(m)
+        group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+        return Episodes(samples, group_ids, messages, system.topology.answer_ids, full, len(samples), [],
+                        returns=returns, turns=turns)
 
     @property
     def sampler(self) -> torch.Generator | None:
@@ -420,6 +467,21 @@ class Turn:
                        spans,
                        sampled_mask=torch.cat(own), tool_calls=len(self.results),
                        tool_errors=sum(call.error for call, _ in self.results))
+
+
+def _with_history(question: str, turns: list[dict], observation: str) -> str:
+    """A turn's task text: the task, every earlier turn's action and the answer to it, and the
+    latest observation (the first one alone on the first turn)."""
+    if not turns:
+        return f"{question}\n\n{observation}"
+    lines = [f"Turn {t + 1}, you: {_short(turn['action'])}\nAnswer: {turn['observation']}"
+             for t, turn in enumerate(turns)]
+    return f"{question}\n\n" + "\n".join(lines) + f"\n\nTurn {len(turns) + 1}: your move."
+
+
+def _short(action: str, limit: int = 200) -> str:
+    action = " ".join(action.split())
+    return action if len(action) <= limit else action[:limit] + " ..."
 
 
 def _through_call(agents: Agents, ids: torch.Tensor) -> int | None:

@@ -47,7 +47,7 @@ class PolicyGradientStep:
             with timer("rollout"):
                 episodes = self.roll_out(system, questions, step, gate)
             with timer("reward"):
-                task_rewards = self.task.score(episodes.answers(), episodes.samples)
+                task_rewards = self.task.rewards(episodes)
             with timer("credit"):
                 assigned = credit.assign(cfg.algorithm, episodes, task_rewards, system.agents, system.topology,
                                          cfg.rollout.samples_per_question, baseline, cfg.rollout.temperature,
@@ -73,7 +73,7 @@ class PolicyGradientStep:
         with timer("step"), timer("rollout"):
             episodes = self.roll_out(system, self.task.train_batch(step - 1, self.cfg.train.questions_per_step),
                                      step, gate)
-        task_rewards = self.task.score(episodes.answers(), episodes.samples)
+        task_rewards = self.task.rewards(episodes)
         stats = step_metrics(episodes, task_rewards, system.topology.node_ids)
         stats.update(timer, "max")
         return StepResult(Stats.combine([stats]).values, episodes, task_rewards)

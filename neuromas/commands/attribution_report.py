@@ -28,7 +28,7 @@ from neuromas.tasks import build_task
 @torch.no_grad()
 def _failing(engine: RolloutEngine, system, task, questions) -> tuple[Episodes, list[int], int]:
     episodes = engine.run(system, questions, samples_per_question=1, greedy=True)
-    rewards = task.score(episodes.answers(), episodes.samples)
+    rewards = task.rewards(episodes)
     return episodes, failing_episodes(rewards, len(questions)), len(questions)
 
 

@@ -25,6 +25,7 @@ from neuromas.tasks.sample import Sample
 from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.gym import ReasoningGymReward, ReasoningGymSource
 from neuromas.tasks.navigate import NavigateSource, yes_no_boxed, yes_no_match, yes_no_vote
+from neuromas.tasks.guess import GuessSource
 from neuromas.tasks.split import SplitArithmeticSource, SplitLookupSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
@@ -79,6 +80,8 @@ KINDS = {
                                                             table_size=c.table_size)),
     "reasoning_gym": Kind("reasoning_gym", BOXED, has_boxed, source=lambda c: ReasoningGymSource(
         c.dataset, c.generator_config, c.seed, c.num_test)),
+    "guess": Kind("exact_match", "Put your guess in \\boxed{}.", has_boxed, source=lambda c: GuessSource(
+        max_value=c.max_value, seed=c.seed, num_test=c.num_test)),
     "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote,
                      source=lambda c: NavigateSource(depth=c.depth, seed=c.seed, num_test=c.num_test)),
 }
@@ -119,6 +122,13 @@ class Task:
     num_reward_errors: int = field(default=0, init=False)
     num_scored: int = field(default=0, init=False)
     _warned_most: bool = field(default=False, init=False)
+
+    def rewards(self, episodes) -> torch.Tensor:
+        """Each episode's reward [E]: its environment's (a multi-turn episode's return), else the
+        score of its answer."""
+        if episodes.returns is not None:
+            return episodes.returns.clone()
+        return self.score(episodes.answers(), episodes.samples)
 
     def score(self, answers: list[str], samples: list[Sample]) -> torch.Tensor:
         """Rewards [E] fp32, always finite. A reward function that raises, or returns something

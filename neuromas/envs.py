@@ -1,0 +1,131 @@
+"""Multi-turn environments: the graph acts, the environment answers, turn after turn.
+
+An environment follows OpenEnv's convention, with text in and out:
+
+    env.reset(sample) -> str                              # the first observation
+    env.step(action) -> (observation: str, reward: float, done: bool)
+
+Each turn the whole graph runs once (every layer, one generate call per layer, as in one-turn
+tasks) on the task and the history so far; the answering node's reply is the action. An episode
+ends when the environment says `done` or after `env.max_turns` turns. Its reward is the last
+turn's (`env.reward: final`) or the sum over turns (`sum`). Every node's tokens of every turn are
+trained with the episode's advantage (docs/tools.md, "Multi-turn environments").
+
+Built in: `guess`, a number-guessing game with higher/lower feedback (task.name: guess). A user's
+own: `env.name: pkg.module:Class` or `path/to/file.py:Class`, constructed with no arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Protocol
+
+from neuromas.config import EnvConfig
+from neuromas.errors import ConfigError
+from neuromas.tasks.sample import Sample
+
+
+class Environment(Protocol):
+    def reset(self, sample: Sample) -> str: ...
+
+    def step(self, action: str) -> tuple[str, float, bool]: ...
+
+
+class GuessingGame:
+    """Find a secret whole number in [1, N] (N from the sample) from higher/lower answers; reward 1
+    on the turn the number is guessed. A reply's guess is its boxed number, else its last number."""
+
+    def reset(self, sample: Sample) -> str:
+        self.secret, self.high = int(sample.answer), int(sample.meta["high"])
+        return f"Guess my number, a whole number from 1 to {self.high}."
+
+    def step(self, action: str) -> tuple[str, float, bool]:
+        boxed = re.findall(r"\\boxed\{\s*(-?\d+)\s*\}", action)
+        numbers = boxed or re.findall(r"-?\d+", action)
+        if not numbers:
+            return "That was no number. Guess again.", 0.0, False
+        guess = int(numbers[-1])
+        if guess == self.secret:
+            return f"{guess} is right.", 1.0, True
+        return f"{guess} is too {'low' if guess < self.secret else 'high'}.", 0.0, False
+
+
+# Tasks that are games: the environment each plays in (env.name: auto).
+OWN_ENVIRONMENTS = {"guess": GuessingGame}
+
+
+def environment_factory(cfg: EnvConfig, task_name: str):
+    """What makes a fresh environment for each episode, or None for a one-turn task: env.name, or
+    with `auto` the task's own environment if it is a game. With `env.action`, env.name is an
+    OpenEnv environment class, adapted (`OpenEnvAdapter`)."""
+    if cfg.name == "auto":
+        return OWN_ENVIRONMENTS.get(task_name)
+    if cfg.name in OWN_ENVIRONMENTS:
+        return OWN_ENVIRONMENTS[cfg.name]
+    found = environment_class(cfg.name)
+    if cfg.action is None:
+        return found
+    action = _load(cfg.action, "env.action")
+    return lambda: OpenEnvAdapter(found(), action, cfg.action_field)
+
+
+class OpenEnvAdapter:
+    """An OpenEnv environment (openenv-core's in-process `Environment`: `reset(seed=, episode_id=)`
+    and `step(action)` return an `Observation` with `done`, `reward` and its own fields) as a text
+    environment: the reply goes into the action's `field`, and the observation's own fields are
+    its text (one field: its value; several: JSON)."""
+
+    def __init__(self, env, action_class, field: str):
+        self.env, self.action_class, self.field = env, action_class, field
+
+    def reset(self, sample: Sample) -> str:
+        seed = int(hashlib.sha256(sample.id.encode()).hexdigest()[:8], 16)
+        return _observation_text(self.env.reset(seed=seed, episode_id=sample.id))
+
+    def step(self, action: str) -> tuple[str, float, bool]:
+        observation = self.env.step(self.action_class(**{self.field: action}))
+        return _observation_text(observation), float(observation.reward or 0.0), bool(observation.done)
+
+
+def _observation_text(observation) -> str:
+    own = observation.model_dump(exclude={"done", "reward", "metadata"}) if hasattr(observation, "model_dump") \
+        else {"observation": observation}
+    return str(next(iter(own.values()))) if len(own) == 1 else json.dumps(own, default=str)
+
+
+def environment_class(spec: str):
+    found = _load(spec, "env.name")
+    if not all(callable(getattr(found, m, None)) for m in ("reset", "step")):
+        raise ConfigError(f"env.name: {spec} is no class with reset(sample) and step(action)")
+    return found
+
+
+def _load(spec: str, key: str):
+    """`pkg.module:Name` or `path/to/file.py:Name`, imported."""
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ConfigError(f"{key}: {spec!r} is not pkg.module:Name or path/to/file.py:Name")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ConfigError(f"{key}: no file {path}")
+        loaded = importlib.util.spec_from_file_location(f"neuromas_env_{path.stem}", path)
+        module = importlib.util.module_from_spec(loaded)
+        try:
+            loaded.loader.exec_module(module)
+        except Exception as e:
+            raise ConfigError(f"{key}: importing {path} failed: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise ConfigError(f"{key}: cannot import {where} ({e})") from None
+    found = getattr(module, name, None)
+    if found is None:
+        raise ConfigError(f"{key}: {where} has no {name!r}")
+    return found
