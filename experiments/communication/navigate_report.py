@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.communication.report import _fmt, _pooled
+from experiments.communication.report import _fmt, _pooled, by_question
 from experiments.runner import read_jsonl
 from neuromas.stats import Accuracy, OverSeeds
 
@@ -25,17 +25,6 @@ def load(run: Path) -> dict:
             "changed": at.get("eval/changed_shuffled"),
             "reward": [m["reward/mean"] for m in metrics if "reward/mean" in m],
             **json.loads((run / "wall.json").read_text())}
-
-
-def by_question(path: Path, key: str, ids: list[str]) -> Accuracy | None:
-    """Accuracy `key` of an `neuromas eval` result, in the order of `ids` (None: not measured)."""
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    if f"{key}_correct" not in result:
-        return None
-    by_id = dict(zip(result["question_ids"], result[f"{key}_correct"]))
-    return Accuracy.of([by_id[i] for i in ids])
 
 
 def _changed(path: Path) -> str:

@@ -67,15 +67,24 @@ def report(data: Path, command: str) -> str:
             out.append(f"| {s} | {arm} | {r['steps']} | {_fmt(r['before'])} | {_fmt(r['after'])} | {cells[0]} | "
                        f"{cells[1]} | {parts} | {r['wall_s'] / 60:.1f} min | {r['load_before']:.1f} -> "
                        f"{r['load_after']:.1f} |")
-    measured = [s for s in seeds if views[s]["changed"][0]["shuffled"] is not None]
-    if measured:
-        out += ["", "Share of the questions whose answer changed when the messages were replaced (whether the "
-                "answering node reads them, right or wrong; measured from seed "
-                f"{measured[0]} on):", ""]
-        for s in measured:
-            r = views[s]
+    out += ["", "Share of the questions whose answer changed when the messages were replaced (whether the "
+            "answering node reads them, right or wrong; logged by the run from seed 2 on, measured after the run "
+            "by `neuromas eval --messages empty,shuffled` before that):", ""]
+    for s in seeds:
+        r, after = views[s], _answers_changed(data / f"views-seed{s}" / "eval-messages.json")
+        if r["changed"][0]["shuffled"] is not None:
             cells = [f"{mode} {r['changed'][step][mode]:.2f}" for step in (0, r["steps"]) for mode in MODES]
             out.append(f"- seed {s}: step 0: {cells[0]}, {cells[1]}; trained: {cells[2]}, {cells[3]}")
+        elif after:
+            out.append(f"- seed {s}: trained (after the run): " + ", ".join(f"{m} {v:.2f}" for m, v in after.items()))
+    base = {s: {k: by_question(data / f"single-seed{s}" / f"matched-{k}.json", key, views[s]["ids"])
+                for k, (key, _) in MATCHED.items()} for s in seeds}
+    if any(a for accs in base.values() for a in accs.values()):
+        out += ["", "Compute-matched baselines (the trained single node; the [2, 1] system makes 3 calls of at "
+                "most 40 tokens):", ""]
+        for s, accs in base.items():
+            out.append(f"- seed {s}: " + ("; ".join(f"{MATCHED[k][1]}: {_fmt(a)}" for k, a in accs.items() if a)
+                                          or "not measured"))
     out += ["", "Over seeds (each seed's difference; the headline):", ""]
     for mode in MODES:
         diffs = [views[s]["after"].mean - views[s]["ablated"][views[s]["steps"]][mode] for s in seeds]
@@ -90,6 +99,11 @@ def report(data: Path, command: str) -> str:
                    f"{OverSeeds(tuple(views[s]['after'].mean - single[s]['after'].mean for s in both))}")
         out.append(f"- one node's change by training: "
                    f"{OverSeeds(tuple(single[s]['after'].mean - single[s]['before'].mean for s in both))}")
+    for k, (_, label) in MATCHED.items():
+        have = [s for s in seeds if base[s][k] is not None]
+        if len(have) >= 2:
+            out.append(f"- [2, 1] views - {label}: "
+                       f"{OverSeeds(tuple(views[s]['after'].mean - base[s][k].mean for s in have))}")
     out += ["", "Pooled over seeds and questions (secondary: these trained systems on these questions):", ""]
     for mode in MODES:
         pairs = [(views[s]["ablated_after"][mode], views[s]["after"]) for s in seeds
@@ -99,6 +113,25 @@ def report(data: Path, command: str) -> str:
     if both:
         out.append(f"- views - one node: {_pooled([(single[s]['after'], views[s]['after']) for s in both])}")
     return "\n".join(out + ["", f"Command: {command}"])
+
+
+MATCHED = {"vote": ("vote@3", "vote@3 of the trained single node (3 calls, as the system)"),
+           "tokens": ("greedy_accuracy", "the trained single node given 120 tokens (the system's budget)")}
+
+
+def by_question(path: Path, key: str, ids: list[str]) -> Accuracy | None:
+    """Accuracy `key` of a `neuromas eval` result, in the order of `ids` (None: not measured)."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if f"{key}_correct" not in result:
+        return None
+    by_id = dict(zip(result["question_ids"], result[f"{key}_correct"]))
+    return Accuracy.of([by_id[i] for i in ids])
+
+
+def _answers_changed(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text()).get("answers_changed", {}) if path.is_file() else {}
 
 
 def _pooled(pairs: list[tuple[Accuracy, Accuracy]]):
