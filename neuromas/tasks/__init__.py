@@ -26,6 +26,7 @@ from neuromas.tasks.sandbox import Limits
 from neuromas.tasks.gym import ReasoningGymReward, ReasoningGymSource
 from neuromas.tasks.navigate import NavigateSource, yes_no_boxed, yes_no_match, yes_no_vote
 from neuromas.tasks.guess import GuessSource
+from neuromas.tasks.taskset import TasksetReward, TasksetSource
 from neuromas.tasks.split import SplitArithmeticSource, SplitLookupSource
 from neuromas.tasks.synthetic import CountdownSource, LookupSource, countdown_match, lookup_match
 from neuromas.tasks.votes import boxed_vote, choice_vote, code_vote, lookup_vote, math_vote
@@ -80,6 +81,8 @@ KINDS = {
                                                             table_size=c.table_size)),
     "reasoning_gym": Kind("reasoning_gym", BOXED, has_boxed, source=lambda c: ReasoningGymSource(
         c.dataset, c.generator_config, c.seed, c.num_test)),
+    "verifiers": Kind("verifiers", "Give your final answer at the end of your reply.", has_boxed,
+                      source=lambda c: TasksetSource(c.taskset, c.taskset_config, c.seed, c.num_test)),
     "guess": Kind("exact_match", "Put your guess in \\boxed{}.", has_boxed, source=lambda c: GuessSource(
         max_value=c.max_value, seed=c.seed, num_test=c.num_test)),
     "navigate": Kind("yes_no_match", "Put Yes or No in \\boxed{}, e.g. \\boxed{No}.", has_boxed, vote=yes_no_vote,
@@ -88,7 +91,8 @@ KINDS = {
 # The one table of built-in rewards (code_tests is built per task, with its sandbox limits).
 REWARDS = {"exact_match": exact_match, "boxed_match": boxed_match, "math_match": math_match,
            "choice_match": choice_match, "lookup_match": lookup_match, "countdown_match": countdown_match,
-           "yes_no_match": yes_no_match, "yes_no_boxed": yes_no_boxed, "code_tests": None, "reasoning_gym": None}
+           "yes_no_match": yes_no_match, "yes_no_boxed": yes_no_boxed, "code_tests": None, "reasoning_gym": None,
+           "verifiers": None}
 # `task.extract: boxed`: the reward that reads only a \boxed{} answer, for each reward with a fallback.
 BOXED_ONLY = {"exact_match": "boxed_match", "yes_no_match": "yes_no_boxed"}
 
@@ -203,6 +207,10 @@ def build_reward(cfg: TaskConfig, source=None) -> RewardFn:
         if not isinstance(source, ReasoningGymSource):
             raise ConfigError("task.reward: reasoning_gym scores a reasoning_gym task only")
         reward = ReasoningGymReward(source)
+    elif name == "verifiers":
+        if not isinstance(source, TasksetSource):
+            raise ConfigError("task.reward: verifiers scores a verifiers task only")
+        reward = TasksetReward()
     elif name == "code_tests":
         reward = CodeReward(cfg.code_score, Limits(wall_s=cfg.sandbox.wall_s, cpu_s=cfg.sandbox.cpu_s,
                                                    memory_mb=cfg.sandbox.memory_mb))
