@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from neuromas.aggregation import combine
+from neuromas.errors import NeuromasError
 from neuromas.metrics import transcripts
 from neuromas.rollout import Ablation, RolloutEngine
 from neuromas.stats import Accuracy
@@ -89,6 +90,8 @@ def greedy(engine: RolloutEngine, system: System, task, questions, ablation: Abl
 def majority_vote(engine: RolloutEngine, system: System, task, questions, k: int, seed: int) -> Accuracy:
     """vote@k: per question, k sampled rollouts and their majority answer (self-consistency; the
     answer the task's vote function reads, as a voting layer does)."""
+    if engine.environment is not None:
+        raise NeuromasError("--vote: a multi-turn episode's return is not one answer to vote on (use --samples)")
     torch.manual_seed(seed)
     correct, chunk = [], max(1, engine.cfg.micro_batch_size // k)
     for start in tqdm(range(0, len(questions), chunk), desc=f"eval vote@{k}", unit="chunk", dynamic_ncols=True,
