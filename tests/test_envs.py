@@ -82,6 +82,11 @@ def test_the_graph_plays_turn_after_turn_on_its_history(tiny_model_dir):
     one = short.run(System(agents, topology), task.test, 1, greedy=True)
     assert one.returns.tolist() == [float(s.answer == "8") for s in task.test]
     assert all(len(t) == 1 for t in one.turns)
+    from neuromas.accuracy import majority_vote
+    from neuromas.errors import NeuromasError
+
+    with pytest.raises(NeuromasError, match="not one answer to vote on"):
+        majority_vote(engine, System(agents, topology), task, task.test, 3, 0)
 
 
 def test_summed_rewards_and_a_users_environment_class(tiny_model_dir, tmp_path):
