@@ -155,7 +155,8 @@ class ToolBox:
         """Run `code` in a fresh isolated interpreter with the sandbox's limits (tasks.sandbox)."""
         from neuromas.tasks.sandbox import _kill_group, _limit, Limits
 
-        limits = Limits(wall_s=self.cfg.timeout_s, cpu_s=max(1, int(self.cfg.timeout_s)))
+        # The CPU limit sits above the wall-clock one, so a long run is always the timeout the node is told of.
+        limits = Limits(wall_s=self.cfg.timeout_s, cpu_s=int(self.cfg.timeout_s) + 2)
         with tempfile.TemporaryDirectory(prefix="neuromas-tool-") as work:
             proc = subprocess.Popen([sys.executable, "-I", "-c", code], cwd=work, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -170,6 +171,8 @@ class ToolBox:
             finally:
                 _kill_group(proc)
         text = out.decode(errors="replace")
+        if proc.returncode is not None and proc.returncode < 0:  # killed: a memory or file-size limit was hit
+            raise RuntimeError(f"python was killed by signal {-proc.returncode} (a sandbox limit was hit)")
         return text if proc.returncode == 0 else f"{text}(exit status {proc.returncode})"
 
     def _clip(self, text: str) -> str:

@@ -66,7 +66,8 @@ def box(tools_file, *names, **settings) -> ToolBox:
 
 
 def test_calls_are_run_and_every_failure_comes_back_as_an_error_result(tools_file):
-    tools = box(tools_file, "add", "fail", "slow", "python", timeout_s=1.0)
+    tools = box(tools_file, "add", "fail", "slow", "python", timeout_s=30.0)  # generous: a loaded machine
+    hasty = box(tools_file, "slow", "python", timeout_s=1.0)
     assert set(tools.tools) == {"add", "fail", "slow", "python"}
     assert tools.tools["add"].schema["function"]["parameters"]["required"] == ["a", "b"]
     assert '"name": "add"' in tools.instructions()
@@ -74,20 +75,24 @@ def test_calls_are_run_and_every_failure_comes_back_as_an_error_result(tools_fil
     assert (ok.name, ok.result, ok.error) == ("add", "5", False)
     assert tools.run('<tool_call>{"name": "python", "arguments": {"code": "print(6 * 7)"}}</tool_call>').result \
         == "42\n"
-    for text, expected in [('<tool_call>{"name": "add", "arguments": </tool_call>', "is not"),
-                           ('<tool_call>{"name": "mul", "arguments": {}}</tool_call>', "no tool named 'mul'"),
-                           ('<tool_call>{"name": "fail", "arguments": {"x": "way"}}</tool_call>', "ValueError: no way"),
-                           ('<tool_call>{"name": "add", "arguments": {"c": 1}}</tool_call>', "TypeError"),
-                           ('<tool_call>{"name": "slow", "arguments": {"s": 5}}</tool_call>', "longer than 1.0s"),
-                           ('<tool_call>{"name": "python", "arguments": {"code": "while True: pass"}}</tool_call>',
-                            "longer than 1.0s")]:
-        call = tools.run(text)
-        assert call.error and expected in call.result, (text, call)
+    for toolbox, text, expected in [
+            (tools, '<tool_call>{"name": "add", "arguments": </tool_call>', "is not"),
+            (tools, '<tool_call>{"name": "mul", "arguments": {}}</tool_call>', "no tool named 'mul'"),
+            (tools, '<tool_call>{"name": "fail", "arguments": {"x": "way"}}</tool_call>', "ValueError: no way"),
+            (tools, '<tool_call>{"name": "add", "arguments": {"c": 1}}</tool_call>', "TypeError"),
+            (tools, '<tool_call>{"name": "python", "arguments": {"code": "x = bytearray(2 ** 33)"}}</tool_call>',
+             "MemoryError"),
+            (hasty, '<tool_call>{"name": "slow", "arguments": {"s": 5}}</tool_call>', "longer than 1.0s"),
+            (hasty, '<tool_call>{"name": "python", "arguments": {"code": "while True: pass"}}</tool_call>',
+             "longer than 1.0s")]:
+        call = toolbox.run(text)
+        assert (call.error or "exit status" in call.result) and expected in call.result, (text, call)
     assert tools.run('<tool_call>{"name": "python", "arguments": {"code": "raise SystemExit(3)"}}</tool_call>') \
         .result.endswith("(exit status 3)")
     assert ToolBox.call_end("no call here <tool_call>{") is None
     assert ToolBox.call_end(CALL + " more") == len(CALL)
     tools.close()
+    hasty.close()
 
 
 def test_a_long_result_is_cut_saying_how_much_was_left(tools_file):
