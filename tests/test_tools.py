@@ -139,7 +139,7 @@ class CallsFirst:
             ids = self.ids[:max_new_tokens]
             logprobs, _ = self.agents.completion_logprobs([p for p, _ in forced], [ids] * len(forced),
                                                           [n for _, n in forced], temperature)
-            made = iter([Generation(ids.clone(), None if greedy else logprobs[row, :len(ids)].cpu(), False)
+            made = iter([Generation(ids.clone(), None if greedy else logprobs[row, :len(ids)].detach().cpu(), False)
                          for row in range(len(forced))])
         rest = iter(out)
         return [next(made) if f else next(rest) for f in first]
