@@ -18,15 +18,13 @@ own: `env.name: pkg.module:Class` or `path/to/file.py:Class`, constructed with n
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import re
-from pathlib import Path
 from typing import Protocol
 
 from neuromas.config import EnvConfig
 from neuromas.errors import ConfigError
+from neuromas.plugins import load_named
 from neuromas.tasks.sample import Sample
 
 
@@ -70,7 +68,7 @@ def environment_factory(cfg: EnvConfig, task_name: str):
     found = environment_class(cfg.name)
     if cfg.action is None:
         return found
-    action = _load(cfg.action, "env.action")
+    action = load_named(cfg.action, "env.action", noun=None)
     return lambda: OpenEnvAdapter(found(), action, cfg.action_field)
 
 
@@ -99,33 +97,7 @@ def _observation_text(observation) -> str:
 
 
 def environment_class(spec: str):
-    found = _load(spec, "env.name")
+    found = load_named(spec, "env.name", noun=None)
     if not all(callable(getattr(found, m, None)) for m in ("reset", "step")):
         raise ConfigError(f"env.name: {spec} is no class with reset(sample) and step(action)")
-    return found
-
-
-def _load(spec: str, key: str):
-    """`pkg.module:Name` or `path/to/file.py:Name`, imported."""
-    where, _, name = spec.rpartition(":")
-    if not where or not name:
-        raise ConfigError(f"{key}: {spec!r} is not pkg.module:Name or path/to/file.py:Name")
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ConfigError(f"{key}: no file {path}")
-        loaded = importlib.util.spec_from_file_location(f"neuromas_env_{path.stem}", path)
-        module = importlib.util.module_from_spec(loaded)
-        try:
-            loaded.loader.exec_module(module)
-        except Exception as e:
-            raise ConfigError(f"{key}: importing {path} failed: {type(e).__name__}: {e}") from None
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise ConfigError(f"{key}: cannot import {where} ({e})") from None
-    found = getattr(module, name, None)
-    if found is None:
-        raise ConfigError(f"{key}: {where} has no {name!r}")
     return found

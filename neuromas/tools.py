@@ -16,8 +16,6 @@ and a user's own functions, named `pkg.module:function` or `path/to/file.py:func
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
 import subprocess
@@ -26,11 +24,11 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as CallTimeout
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from neuromas.config import ToolsConfig
 from neuromas.errors import ConfigError
+from neuromas.plugins import load_named
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.DOTALL)
@@ -59,36 +57,14 @@ def load_tool(spec: str) -> Tool:
     if spec == "python":
         function = python
     else:
-        where, _, name = spec.rpartition(":")
-        if not where or not name:
-            raise ConfigError(f"tools.use: {spec!r} is not python, pkg.module:function or path/to/file.py:function")
-        module = _load_module(where, spec)
-        function = getattr(module, name, None)
+        function = load_named(spec, "tools.use")
         if not callable(function):
-            raise ConfigError(f"tools.use: {where} has no function {name!r}")
+            raise ConfigError(f"tools.use: {spec} is not a function")
     try:
         schema = get_json_schema(function)
     except Exception as e:  # DocstringParsingException, TypeHintParsingException: what is missing, in words
         raise ConfigError(f"tools.use: {spec}: {str(e).splitlines()[0]}") from None
     return Tool(schema["function"]["name"], function, schema)
-
-
-def _load_module(where: str, spec: str):
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ConfigError(f"tools.use: {spec}: no file {path}")
-        loaded = importlib.util.spec_from_file_location(f"neuromas_tools_{path.stem}", path)
-        module = importlib.util.module_from_spec(loaded)
-        try:
-            loaded.loader.exec_module(module)
-        except Exception as e:
-            raise ConfigError(f"tools.use: {spec}: importing {path} failed: {type(e).__name__}: {e}") from None
-        return module
-    try:
-        return importlib.import_module(where)
-    except ImportError as e:
-        raise ConfigError(f"tools.use: {spec}: cannot import {where} ({e})") from None
 
 
 @dataclass(frozen=True)

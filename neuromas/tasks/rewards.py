@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-from pathlib import Path
 from typing import Callable
 
 from neuromas.errors import ConfigError
+from neuromas.plugins import load_named
 from neuromas.tasks.sample import Sample
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -65,33 +63,13 @@ def resolve_reward(name: str, builtins: dict[str, Callable[[str, Sample], float]
     (``path/to/rewards.py:function``, relative to the working directory)."""
     if name in builtins:
         return builtins[name]
-    module_name, sep, attr = name.partition(":")
-    if module_name.endswith(".py"):
-        return _from_file(Path(module_name), attr, name)
-    if not sep:
+    if ":" not in name and "." in name:  # pkg.module.function
         module_name, _, attr = name.rpartition(".")
-    if not module_name or not attr:
+        name = f"{module_name}:{attr}"
+    if ":" not in name:
         raise ConfigError(f"task.reward: {name!r} is neither a built-in ({', '.join(builtins)}) "
                           "nor a dotted path like pkg.module:function")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"task.reward: cannot import {name!r} ({e})") from None
+    fn = load_named(name, "task.reward")
     if not callable(fn):
         raise ConfigError(f"task.reward: {name!r} is not callable")
-    return fn
-
-
-def _from_file(path: Path, attr: str, name: str) -> Callable[[str, Sample], float]:
-    if not path.is_file():
-        raise ConfigError(f"task.reward: {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"neuromas_reward_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's file: report it in one line
-        raise ConfigError(f"task.reward: cannot load {path} ({type(e).__name__}: {e})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"task.reward: {path} has no function {attr!r}")
     return fn

@@ -20,6 +20,7 @@ import typing
 from functools import cached_property
 
 from neuromas.errors import ConfigError
+from neuromas.plugins import load_named
 from neuromas.tasks.sample import Sample
 
 
@@ -44,10 +45,8 @@ class TasksetSource:
     stream_seed: int | None = None
 
     def __init__(self, spec: str, config: dict, seed: int, num_test: int):
-        from neuromas.envs import _load  # pkg.module:Name or path/to/file.py:Name
-
         vf = _import()
-        cls = _load(spec, "task.taskset")
+        cls = load_named(spec, "task.taskset", noun=None)
         if not (isinstance(cls, type) and issubclass(cls, vf.Taskset)):
             raise ConfigError(f"task.taskset: {spec} is not a verifiers Taskset class")
         config_type = next((a for base in getattr(cls, "__orig_bases__", ()) for a in typing.get_args(base)
