@@ -9,7 +9,8 @@ Each turn the whole graph runs once (every layer, one generate call per layer, a
 tasks) on the task and the history so far; the answering node's reply is the action. An episode
 ends when the environment says `done` or after `env.max_turns` turns. Its reward is the last
 turn's (`env.reward: final`) or the sum over turns (`sum`). Every node's tokens of every turn are
-trained with the episode's advantage (docs/tools.md, "Multi-turn environments").
+trained with the episode's advantage (docs/tools.md, "Multi-turn environments"). `play` is that
+loop; `RolloutEngine.run` hands it every rollout of an engine built with an environment.
 
 Built in: `guess`, a number-guessing game with higher/lower feedback (task.name: guess). A user's
 own: `env.name: pkg.module:Class` or `path/to/file.py:Class`, constructed with no arguments.
@@ -20,11 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from typing import Protocol
+
+import torch
 
 from neuromas.config import EnvConfig
 from neuromas.errors import ConfigError
 from neuromas.plugins import load_named
+from neuromas.rollout import Ablation, Episodes, RolloutEngine, plan_rollout
+from neuromas.system import System
 from neuromas.tasks.sample import Sample
 
 
@@ -101,3 +107,51 @@ def environment_class(spec: str):
     if not all(callable(getattr(found, m, None)) for m in ("reset", "step")):
         raise ConfigError(f"env.name: {spec} is no class with reset(sample) and step(action)")
     return found
+
+
+def play(engine: RolloutEngine, system: System, questions: list[Sample], samples_per_question: int,
+         greedy: bool, gate: float, ablation: Ablation | None) -> Episodes:
+    """Multi-turn episodes: each turn the graph runs once over every episode still going, on its
+    task, its history of actions and observations and the latest observation; the answering
+    node's reply is the action. Every turn's messages are kept, numbered by their episode."""
+    samples = [q for q in questions for _ in range(samples_per_question)]
+    envs = [engine.environment() for _ in samples]
+    observations = [env.reset(sample) for env, sample in zip(envs, samples)]
+    turns: list[list[dict]] = [[] for _ in samples]
+    returns, done = torch.zeros(len(samples)), [False] * len(samples)
+    messages, full = [], [True] * len(samples)
+    for turn in range(engine.max_turns):
+        going = [e for e in range(len(samples)) if not done[e]]
+        if not going:
+            break
+        now = [replace(samples[e], question=_with_history(samples[e].question, turns[e], observations[e]),
+                       views={}) for e in going]
+        played = engine.execute(system, plan_rollout(system.topology, system.new_nodes, now, 1, gate), greedy,
+                                ablation)
+        for j, (e, action) in enumerate(zip(going, played.answers())):
+            observation, reward, finished = envs[e].step(action)
+            returns[e] = returns[e] + reward if engine.sum_rewards else reward
+            turns[e].append({"action": action, "observation": observation, "reward": float(reward)})
+            observations[e], done[e] = observation, bool(finished)
+            full[e] = full[e] and played.full[j]
+        for m in played.messages:
+            m.episode, m.turn = going[m.episode], turn
+            messages.append(m)
+    group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
+    return Episodes(samples, group_ids, messages, system.topology.answer_ids, full, len(samples), [],
+                    returns=returns, turns=turns)
+
+
+def _with_history(question: str, turns: list[dict], observation: str) -> str:
+    """A turn's task text: the task, every earlier turn's action and the answer to it, and the
+    latest observation (the first one alone on the first turn)."""
+    if not turns:
+        return f"{question}\n\n{observation}"
+    lines = [f"Turn {t + 1}, you: {_short(turn['action'])}\nAnswer: {turn['observation']}"
+             for t, turn in enumerate(turns)]
+    return f"{question}\n\n" + "\n".join(lines) + f"\n\nTurn {len(turns) + 1}: your move."
+
+
+def _short(action: str, limit: int = 200) -> str:
+    action = " ".join(action.split())
+    return action if len(action) <= limit else action[:limit] + " ..."

@@ -9,7 +9,7 @@ never re-tokenizes text.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple, Protocol
 
@@ -247,41 +247,11 @@ class RolloutEngine:
         episodes whose rows join the same per-layer generate calls.
         """
         if self.environment is not None:
-            return self._play(system, questions, samples_per_question, greedy, gate, ablation)
+            from neuromas.envs import play  # it runs this engine once per turn
+
+            return play(self, system, questions, samples_per_question, greedy, gate, ablation)
         plan = plan_rollout(system.topology, system.new_nodes, questions, samples_per_question, gate, branches)
         return self.execute(system, plan, greedy, ablation)
-
-    def _play(self, system: System, questions: list[Sample], samples_per_question: int, greedy: bool,
-              gate: float, ablation: Ablation | None) -> Episodes:
-        """Multi-turn episodes: each turn the graph runs once over every episode still going, on its
-        task, its history of actions and observations and the latest observation; the answering
-        node's reply is the action. Every turn's messages are kept, numbered by their episode."""
-        samples = [q for q in questions for _ in range(samples_per_question)]
-        envs = [self.environment() for _ in samples]
-        observations = [env.reset(sample) for env, sample in zip(envs, samples)]
-        turns: list[list[dict]] = [[] for _ in samples]
-        returns, done = torch.zeros(len(samples)), [False] * len(samples)
-        messages, full = [], [True] * len(samples)
-        for turn in range(self.max_turns):
-            going = [e for e in range(len(samples)) if not done[e]]
-            if not going:
-                break
-            now = [replace(samples[e], question=_with_history(samples[e].question, turns[e], observations[e]),
-                           views={}) for e in going]
-            played = self.execute(system, plan_rollout(system.topology, system.new_nodes, now, 1, gate), greedy,
-                                  ablation)
-            for j, (e, action) in enumerate(zip(going, played.answers())):
-                observation, reward, finished = envs[e].step(action)
-                returns[e] = returns[e] + reward if self.sum_rewards else reward
-                turns[e].append({"action": action, "observation": observation, "reward": float(reward)})
-                observations[e], done[e] = observation, bool(finished)
-                full[e] = full[e] and played.full[j]
-            for m in played.messages:
-                m.episode, m.turn = going[m.episode], turn
-                messages.append(m)
-        group_ids = torch.arange(len(questions)).repeat_interleave(samples_per_question)
-        return Episodes(samples, group_ids, messages, system.topology.answer_ids, full, len(samples), [],
-                        returns=returns, turns=turns)
 
     @property
     def sampler(self) -> torch.Generator | None:
@@ -467,21 +437,6 @@ class Turn:
                        spans,
                        sampled_mask=torch.cat(own), tool_calls=len(self.results),
                        tool_errors=sum(call.error for call, _ in self.results))
-
-
-def _with_history(question: str, turns: list[dict], observation: str) -> str:
-    """A turn's task text: the task, every earlier turn's action and the answer to it, and the
-    latest observation (the first one alone on the first turn)."""
-    if not turns:
-        return f"{question}\n\n{observation}"
-    lines = [f"Turn {t + 1}, you: {_short(turn['action'])}\nAnswer: {turn['observation']}"
-             for t, turn in enumerate(turns)]
-    return f"{question}\n\n" + "\n".join(lines) + f"\n\nTurn {len(turns) + 1}: your move."
-
-
-def _short(action: str, limit: int = 200) -> str:
-    action = " ".join(action.split())
-    return action if len(action) <= limit else action[:limit] + " ..."
 
 
 def _through_call(agents: Agents, ids: torch.Tensor) -> int | None:

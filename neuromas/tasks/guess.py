@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from functools import cached_property
 
 from neuromas.tasks.generated import GeneratedSource
 from neuromas.tasks.sample import Sample
@@ -30,7 +31,7 @@ class GuessSource(GeneratedSource):
     def _game(self, stream: str, index: int, prefix: str) -> Sample:
         return self._sample(random.Random(f"guess-{stream}-{self.seed}-{index}"), f"{prefix}-{index}")
 
-    @property
+    @cached_property
     def _splits(self) -> dict[str, list[Sample]]:
         return {split: [self._game(split, i, split) for i in range(self.num_test)] for split in ("test", "validation")}
 
